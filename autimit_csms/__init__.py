@@ -1,0 +1,1 @@
+"""Autimit CSMS: OCPP-J 1.6 central system, REST API and PostgreSQL schema."""

@@ -1,0 +1,117 @@
+"""The one bridge from Trio to PostgreSQL, and the translation of driver errors.
+
+Owns: the psycopg connection pool, the thread hop (`trio.to_thread` under a
+CapacityLimiter sized to the pool), and turning psycopg exceptions into the
+domain errors below. Only the `db` package imports psycopg. psycopg has no Trio
+support (psycopg issue #29), so every blocking call goes through `Database.run`;
+replace the bridge, not its callers, if measurement says the hop matters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+import trio
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Params = Mapping[str, Any] | Sequence[Any] | None
+Row = dict[str, Any]
+
+
+class DatabaseError(Exception):
+    """A statement failed for a reason the caller may report (no driver text leaks)."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The server cannot be reached or the pool is exhausted; retry later."""
+
+
+class ConstraintViolation(DatabaseError):
+    def __init__(self, kind: str, constraint: str | None) -> None:
+        super().__init__(f"{kind} violation on {constraint}")
+        self.kind = kind  # "unique", "foreign_key", "check", "not_null"
+        self.constraint = constraint or ""
+
+
+_CONSTRAINT_KINDS: dict[type[psycopg.Error], str] = {
+    psycopg.errors.UniqueViolation: "unique",
+    psycopg.errors.ForeignKeyViolation: "foreign_key",
+    psycopg.errors.CheckViolation: "check",
+    psycopg.errors.NotNullViolation: "not_null",
+}
+
+
+def translate(exc: psycopg.Error) -> DatabaseError:
+    for cls, kind in _CONSTRAINT_KINDS.items():
+        if isinstance(exc, cls):
+            return ConstraintViolation(kind, exc.diag.constraint_name)
+    if isinstance(exc, PoolTimeout | psycopg.OperationalError | psycopg.InterfaceError):
+        return DatabaseUnavailable(type(exc).__name__)
+    log.error("database error: %s (%s)", type(exc).__name__, exc.sqlstate)
+    return DatabaseError(type(exc).__name__)
+
+
+class Database:
+    """A pool of autocommit connections reached from Trio through worker threads."""
+
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10,
+                 timeout: float = 5.0) -> None:
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            timeout=timeout,
+            reconnect_timeout=0,  # never give up reconnecting: the DB may restart
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            name="autimit",
+        )
+        self._limiter = trio.CapacityLimiter(max_size)
+
+    async def open(self, *, timeout: float = 10.0) -> None:
+        def open_pool() -> None:
+            self._pool.open(wait=True, timeout=timeout)
+
+        try:
+            await trio.to_thread.run_sync(open_pool)
+        except psycopg.Error as exc:
+            raise translate(exc) from None
+
+    async def close(self) -> None:
+        await trio.to_thread.run_sync(self._pool.close)
+
+    async def run(self, work: Callable[[psycopg.Connection[Row]], T]) -> T:
+        """Run `work(conn)` in a worker thread with a pooled connection.
+
+        Not abandoned on cancel: a commit in flight finishes, so what the
+        database says and what the caller was told never disagree.
+        """
+
+        def in_thread() -> T:
+            with self._pool.connection() as conn:
+                return work(conn)
+
+        try:
+            return await trio.to_thread.run_sync(in_thread, limiter=self._limiter)
+        except psycopg.Error as exc:
+            raise translate(exc) from None
+
+    async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
+        return await self.run(lambda conn: conn.execute(sql, params).fetchone())
+
+    async def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
+        return await self.run(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def execute(self, sql: str, params: Params = None) -> int:
+        return await self.run(lambda conn: conn.execute(sql, params).rowcount)
+
+    async def execute_script(self, sql: str) -> None:
+        """A whole file of statements, as psql would run it (no parameters)."""
+        await self.run(lambda conn: conn.execute(sql.encode()))  # type: ignore[arg-type]

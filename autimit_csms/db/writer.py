@@ -1,0 +1,118 @@
+"""The group-commit writer: the one owner of the charger write path.
+
+Owns: batching many stations' write rules into one transaction, and answering
+each waiter only after its batch committed (DESIGN.md durability rule). A batch
+that fails on one item is retried item by item, so one bad row costs its own
+charger a CALLERROR and nobody else anything. It must not decide what to write.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+import trio
+
+from .database import Database, DatabaseError, DatabaseUnavailable, Params, Row
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Item:
+    sql: str
+    params: Params
+    done: trio.Event = field(default_factory=trio.Event)
+    rows: list[Row] = field(default_factory=list)
+    error: DatabaseError | None = None
+
+
+@dataclass
+class WriterStats:
+    """Counters for the metrics endpoint to come; cheap to keep."""
+
+    batches: int = 0
+    items: int = 0
+    failed_items: int = 0
+    largest_batch: int = 0
+    commit_seconds: float = 0.0
+
+
+class GroupCommitWriter:
+    def __init__(self, db: Database, *, max_batch: int = 1000) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        # Unbounded on purpose: each submitter waits for its own answer, so the
+        # queue is bounded by the number of connections, not by this channel.
+        self._send, self._receive = trio.open_memory_channel[_Item](math.inf)
+        self.stats = WriterStats()
+
+    async def submit(self, sql: str, params: Params = None) -> list[Row]:
+        """Run one write rule; return its rows once committed, or raise DatabaseError."""
+        item = _Item(sql, params)
+        try:
+            self._send.send_nowait(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise DatabaseUnavailable("writer stopped") from None
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.rows
+
+    def close(self) -> None:
+        """No new items; `run` returns after committing what was already queued."""
+        self._send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                # Shielded: a batch that started commits and answers even
+                # while the server shuts down.
+                with trio.CancelScope(shield=True):
+                    await self._commit(batch)
+
+    async def _commit(self, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._db.run(lambda conn: _run_batch(conn, batch))
+        except DatabaseUnavailable as err:
+            for item in batch:
+                item.error = err
+        except DatabaseError:
+            # One item broke the transaction: give each its own.
+            for item in batch:
+                try:
+                    await self._db.run(lambda conn, item=item: _run_batch(conn, [item]))
+                except DatabaseError as err:
+                    item.error = err
+                    self.stats.failed_items += 1
+        self.stats.batches += 1
+        self.stats.items += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        self.stats.commit_seconds += time.perf_counter() - started
+        for item in batch:
+            item.done.set()
+
+
+def _run_batch(conn: psycopg.Connection[Row], batch: list[_Item]) -> None:
+    # Pipeline mode: the whole batch and its COMMIT go out in one round trip.
+    with conn.pipeline():
+        with conn.transaction():
+            cursors = []
+            for item in batch:
+                cur = conn.cursor()
+                cur.execute(item.sql, item.params)
+                cursors.append(cur)
+    for item, cur in zip(batch, cursors, strict=True):
+        item.rows = cur.fetchall() if cur.description else []
+

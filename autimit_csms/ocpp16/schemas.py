@@ -1,0 +1,268 @@
+"""OCPP 1.6 actions by direction and the schema registry that validates their payloads.
+
+Owns the action tables, the compiled OCA JSON schemas (`ocpp_schemas/`, loaded once, with the
+errata corrections applied in memory) and the jsonschema-keyword -> CALLERROR code mapping.
+It must not edit the schema files, hold per-connection state or do I/O after construction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+from jsonschema import Draft4Validator, Draft6Validator, FormatChecker, TypeChecker
+from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.protocols import Validator
+from jsonschema.validators import extend
+
+from .codec import ErrorCode, OcppError
+
+CHARGER_TO_CSMS: Final = frozenset(
+    {
+        # OCPP 1.6 ed.2 §3.3 (Core, FirmwareManagement)
+        "Authorize",
+        "BootNotification",
+        "DataTransfer",
+        "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification",
+        "Heartbeat",
+        "MeterValues",
+        "StartTransaction",
+        "StatusNotification",
+        "StopTransaction",
+        # Security whitepaper ed.2 §5
+        "SecurityEventNotification",
+        "SignCertificate",
+        "SignedFirmwareStatusNotification",
+        "LogStatusNotification",
+    }
+)
+CSMS_TO_CHARGER: Final = frozenset(
+    {
+        "CancelReservation",
+        "ChangeAvailability",
+        "ChangeConfiguration",
+        "ClearCache",
+        "ClearChargingProfile",
+        "DataTransfer",
+        "GetCompositeSchedule",
+        "GetConfiguration",
+        "GetDiagnostics",
+        "GetLocalListVersion",
+        "RemoteStartTransaction",
+        "RemoteStopTransaction",
+        "ReserveNow",
+        "Reset",
+        "SendLocalList",
+        "SetChargingProfile",
+        "TriggerMessage",
+        "UnlockConnector",
+        "UpdateFirmware",
+        # Security whitepaper ed.2 §5
+        "CertificateSigned",
+        "DeleteCertificate",
+        "ExtendedTriggerMessage",
+        "GetInstalledCertificateIds",
+        "GetLog",
+        "InstallCertificate",
+        "SignedUpdateFirmware",
+    }
+)
+KNOWN_ACTIONS: Final = CHARGER_TO_CSMS | CSMS_TO_CHARGER
+
+DEFAULT_SCHEMA_DIR: Final = Path(__file__).resolve().parents[2] / "ocpp_schemas"
+MAX_DESCRIPTION_LENGTH: Final = 200
+
+Direction = Literal["request", "response"]
+
+_CODE_BY_KEYWORD: Final[Mapping[str, ErrorCode]] = MappingProxyType(
+    {
+        "type": ErrorCode.TypeConstraintViolation,
+        "format": ErrorCode.TypeConstraintViolation,
+        "required": ErrorCode.OccurenceConstraintViolation,
+        "minItems": ErrorCode.OccurenceConstraintViolation,
+        "maxItems": ErrorCode.OccurenceConstraintViolation,
+        "enum": ErrorCode.PropertyConstraintViolation,
+        "maxLength": ErrorCode.PropertyConstraintViolation,
+        "minLength": ErrorCode.PropertyConstraintViolation,
+        "pattern": ErrorCode.PropertyConstraintViolation,
+        "minimum": ErrorCode.PropertyConstraintViolation,
+        "maximum": ErrorCode.PropertyConstraintViolation,
+        "multipleOf": ErrorCode.PropertyConstraintViolation,
+        "additionalProperties": ErrorCode.PropertyConstraintViolation,
+    }
+)
+
+
+def error_code_for(error: ValidationError) -> str:
+    """The OCPP-J §4.2.3 CALLERROR code for a schema violation."""
+    return _CODE_BY_KEYWORD.get(str(error.validator), ErrorCode.FormationViolation)
+
+
+# RFC 3339 §5.6 date-time; the offset is mandatory, fractional seconds optional.
+_DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII
+)
+_FORMAT_CHECKER: Final = FormatChecker(formats=())  # "uri" stays unchecked, as jsonschema's default
+
+
+@_FORMAT_CHECKER.checks("date-time")
+def _is_date_time(instance: object) -> bool:
+    if not isinstance(instance, str):
+        return True  # the "type" keyword reports it
+    if _DATE_TIME.match(instance) is None:
+        return False
+    try:
+        datetime.fromisoformat(instance.upper())
+    except ValueError:  # e.g. month 13
+        return False
+    return True
+
+
+def _is_strict_integer(checker: TypeChecker, instance: object) -> bool:
+    # Draft 6 counts 5.0 as an integer; a charger sending meterStop 5.0 or 5.00 is not conformant.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _exact_multiple_of(
+    validator: Validator, divisor: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    # jsonschema divides floats: 11.1 / 0.1 != 111 would reject a valid charging limit.
+    if validator.is_type(instance, "number"):
+        if (Fraction(str(instance)) / Fraction(str(divisor))).denominator != 1:
+            yield ValidationError(f"{instance} is not a multiple of {divisor}")
+
+
+def _strict(base: type[Validator]) -> type[Validator]:
+    return extend(
+        base,
+        validators={"multipleOf": _exact_multiple_of},
+        type_checker=base.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+    )
+
+
+# The 1.6 core schemas are draft-04; the security whitepaper's are draft-06 ($id, definitions).
+_VALIDATOR_BY_METASCHEMA: Final[Mapping[str, type[Validator]]] = MappingProxyType(
+    {
+        "http://json-schema.org/draft-04/schema#": _strict(Draft4Validator),
+        "http://json-schema.org/draft-06/schema#": _strict(Draft6Validator),
+    }
+)
+
+# Errata corrections (OCPP 1.6 errata sheet 2019, OCPP16-NOTES §2), applied to the loaded dicts
+# so the files stay byte-identical to the OCA release. Most are no-ops on the 2019 schemas and
+# guard against an older schema set being dropped in.
+_CELSIUS_SPELLINGS: Final = ("Celsius", "Celcius")
+_OPTIONAL_FIELDS: Final = MappingProxyType({"StopTransaction": ("reason",)})  # default Local
+_INTEGER_FIELDS: Final = MappingProxyType(
+    {"BootNotificationResponse": ("interval",), "UpdateFirmware": ("retries", "retryInterval")}
+)
+
+
+def _accept_both_celsius_spellings(node: Any) -> None:
+    if isinstance(node, dict):
+        enum = node.get("enum")
+        if isinstance(enum, list) and any(unit in enum for unit in _CELSIUS_SPELLINGS):
+            enum.extend(unit for unit in _CELSIUS_SPELLINGS if unit not in enum)
+        for child in node.values():
+            _accept_both_celsius_spellings(child)
+    elif isinstance(node, list):
+        for child in node:
+            _accept_both_celsius_spellings(child)
+
+
+def _apply_errata(name: str, schema: dict[str, Any]) -> None:
+    _accept_both_celsius_spellings(schema)
+    if name in _OPTIONAL_FIELDS and "required" in schema:
+        schema["required"] = [f for f in schema["required"] if f not in _OPTIONAL_FIELDS[name]]
+    for field_name in _INTEGER_FIELDS.get(name, ()):
+        schema["properties"][field_name]["type"] = "integer"
+
+
+def _compile(path: Path) -> Validator:
+    # Decimal divisors keep multipleOf exact against Decimal payload numbers.
+    schema = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+    _apply_errata(path.stem, schema)
+    cls = _VALIDATOR_BY_METASCHEMA.get(schema.get("$schema", ""))
+    if cls is None:
+        raise ValueError(f"{path.name}: unsupported $schema {schema.get('$schema')!r}")
+    cls.check_schema(schema)
+    return cls(schema, format_checker=_FORMAT_CHECKER)
+
+
+def _describe(error: ValidationError) -> str:
+    path = "/".join(str(part) for part in error.absolute_path)
+    text = f"{path}: {error.message}" if path else error.message
+    if len(text) > MAX_DESCRIPTION_LENGTH:
+        text = text[: MAX_DESCRIPTION_LENGTH - 3] + "..."
+    return text
+
+
+class SchemaRegistry:
+    """Compiled validators for every action in `KNOWN_ACTIONS`, both directions; immutable."""
+
+    __slots__ = ("_validators",)
+
+    def __init__(self, schema_dir: Path | str | None = None) -> None:
+        directory = DEFAULT_SCHEMA_DIR if schema_dir is None else Path(schema_dir)
+        validators: dict[tuple[str, Direction], Validator] = {}
+        missing: list[str] = []
+        for action in sorted(KNOWN_ACTIONS):
+            for direction, name in (("request", action), ("response", f"{action}Response")):
+                path = directory / f"{name}.json"
+                if path.is_file():
+                    validators[action, direction] = _compile(path)  # type: ignore[index]
+                else:
+                    missing.append(path.name)
+        if missing:
+            raise FileNotFoundError(f"OCPP schemas missing in {directory}: {', '.join(missing)}")
+        self._validators: Mapping[tuple[str, Direction], Validator] = MappingProxyType(validators)
+
+    def is_known(self, action: str) -> bool:
+        return action in KNOWN_ACTIONS
+
+    def validate_request(
+        self, action: str, payload: dict[str, Any], *, relaxed: bool = False
+    ) -> list[str]:
+        """Raise `OcppError` on a violation; return the warnings relaxed mode tolerated."""
+        return self._validate(action, "request", payload, relaxed)
+
+    def validate_response(
+        self, action: str, payload: dict[str, Any], *, relaxed: bool = False
+    ) -> list[str]:
+        """Raise `OcppError` on a violation; return the warnings relaxed mode tolerated."""
+        return self._validate(action, "response", payload, relaxed)
+
+    def _validate(
+        self, action: str, direction: Direction, payload: dict[str, Any], relaxed: bool
+    ) -> list[str]:
+        validator = self._validators.get((action, direction))
+        if validator is None:
+            raise OcppError(ErrorCode.NotImplemented, f"unknown action {action[:50]!r}")
+        warnings: list[str] = []
+        errors: Iterable[ValidationError] = validator.iter_errors(payload)
+        if relaxed:
+            errors = _enum_errors_to(warnings, errors)
+        error = best_match(errors)  # consumes every error, so all warnings are collected
+        if error is not None:
+            raise OcppError(error_code_for(error), _describe(error))
+        return warnings
+
+
+def _enum_errors_to(
+    warnings: list[str], errors: Iterable[ValidationError]
+) -> Iterator[ValidationError]:
+    # Relaxed mode (per station, for known firmware quirks such as StatusNotification
+    # errorCode "Error" or unit "Hz"): out-of-enum values are logged, not refused.
+    for error in errors:
+        if error.validator == "enum":
+            warnings.append(_describe(error))
+        else:
+            yield error

@@ -1,0 +1,89 @@
+"""The root nursery: what runs, who owns it, and the order of a graceful shutdown.
+
+    trio.run(main)
+    └── Server.run: root nursery
+        ├── GroupCommitWriter.run         (outlives everything that submits to it)
+        └── front nursery
+            ├── REST API                  (api.serve_api, Hypercorn Trio worker)
+            ├── OCPP listener             (stations.listener; one task per connection)
+            └── housekeeping              (heartbeat watchdog)
+
+Dependency direction: ocpp16 <- handlers <- stations <- server -> api; db is used
+by handlers, api and stations. Shutdown: stop accepting, give open connections
+`shutdown_grace` seconds, then close the writer, which commits what it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+
+import trio
+
+from .api.app import create_app
+from .api.serve import serve_api
+from .credentials import Verifier
+from .db import Database
+from .db.writer import GroupCommitWriter
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Server:
+    settings: Settings
+    db: Database
+    verifier: Verifier = field(default_factory=Verifier)
+    api_urls: list[str] = field(default_factory=list)
+    _stop: trio.Event = field(default_factory=trio.Event)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        settings = self.settings
+        if not settings.admin_token:
+            raise ValueError("an admin token is required (--admin-token / AUTIMIT_ADMIN_TOKEN)")
+        self.writer = GroupCommitWriter(self.db)
+        async with trio.open_nursery() as root:
+            await root.start(self.writer.run)
+            api_shutdown = trio.Event()
+            async with trio.open_nursery() as front:
+                app = create_app(self.db, admin_token=settings.admin_token,
+                                 public_ocpp_url=settings.public_ocpp_url,
+                                 verifier=self.verifier)
+                self.api_urls = await front.start(partial(
+                    serve_api, app, settings.api_listen, certfile=settings.tls_cert,
+                    keyfile=settings.tls_key, shutdown=api_shutdown))
+                log.info("REST API on %s", ", ".join(self.api_urls))
+                task_status.started(self)
+                await self._stop.wait()
+                log.info("shutting down: %.0f s grace for open connections",
+                         settings.shutdown_grace)
+                api_shutdown.set()
+                front.cancel_scope.deadline = trio.current_time() + settings.shutdown_grace
+            self.writer.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """`autimit-csms serve`: run until SIGINT or SIGTERM."""
+    import signal
+
+    if not settings.database_url:
+        raise ValueError("a database URL is required (--database-url / AUTIMIT_DATABASE_URL)")
+    db = Database(settings.database_url, max_size=settings.db_pool_size)
+    await db.open()
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(Server(settings, db).run)
+                async for signum in signals:
+                    log.info("received %s", signal.Signals(signum).name)
+                    server.stop()
+                    break
+    finally:
+        await db.close()

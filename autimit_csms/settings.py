@@ -1,0 +1,76 @@
+"""Settings of `autimit-csms serve` and `dev`: each a flag that also reads AUTIMIT_*.
+
+Owns: names, defaults, parsing of listen addresses. Nothing here opens sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    ocpp_listen: str = "0.0.0.0:9000"
+    api_listen: str = "127.0.0.1:8080"
+    admin_token: str | None = None
+    public_ocpp_url: str = "wss://ws.autimit.com/ocpp/1.6"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    heartbeat_interval: int = 300        # seconds, sent in BootNotification.conf
+    offline_after_heartbeats: float = 3  # watchdog: silent this many intervals -> offline
+    ws_ping_interval: float = 60         # seconds; 0 disables server pings
+    max_frame_bytes: int = 65536         # larger frames close the connection with 1009
+    db_pool_size: int = 10
+    shutdown_grace: float = 10           # seconds connections get to finish on SIGTERM
+
+
+# (name, type, help): flag --name-with-dashes, env AUTIMIT_NAME; the contract first.
+_OPTIONS: list[tuple[str, type, str]] = [
+    ("database_url", str, "PostgreSQL URL (required for serve)"),
+    ("ocpp_listen", str, "host:port of the OCPP-J listener"),
+    ("api_listen", str, "host:port of the REST API"),
+    ("admin_token", str, "bearer token with every right (required for serve)"),
+    ("public_ocpp_url", str, "OCPP URL given to chargers; the station code is appended"),
+    ("tls_cert", str, "PEM certificate: serve WSS and HTTPS"),
+    ("tls_key", str, "PEM private key for --tls-cert"),
+    ("heartbeat_interval", int, "heartbeat interval in seconds told to chargers"),
+    ("offline_after_heartbeats", float, "mark a silent station offline after N intervals"),
+    ("ws_ping_interval", float, "seconds between WebSocket pings (0 = off)"),
+    ("max_frame_bytes", int, "largest accepted OCPP frame in bytes"),
+    ("db_pool_size", int, "database connections per process"),
+    ("shutdown_grace", float, "seconds open connections get to finish at shutdown"),
+]
+
+
+def env_name(field: str) -> str:
+    return "AUTIMIT_" + field.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, only: set[str] | None = None) -> None:
+    defaults = Settings()
+    for name, kind, text in _OPTIONS:
+        if only is not None and name not in only:
+            continue
+        default: Any = os.environ.get(env_name(name), getattr(defaults, name))
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, type=kind,
+            default=kind(default) if default is not None else None,
+            help=f"{text} [env {env_name(name)}; default {getattr(defaults, name)!r}]",
+        )
+
+
+def from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
+    values = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address must be host:port, got {listen!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)

@@ -1,0 +1,163 @@
+"""OCPP-J framing with literal frames: decode errors and their CALLERROR, exact round trips."""
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from autimit_csms.ocpp16.codec import (
+    Call,
+    CallError,
+    CallResult,
+    ErrorCode,
+    OcppError,
+    decode,
+    encode,
+)
+
+FV = ErrorCode.FormationViolation
+LONG_ID = "x" * 37
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "unique_id", "answerable"),
+    [
+        ("not json", FV, None, True),
+        ('[2,"a","Heartbeat",{}', FV, None, True),
+        ('[2,"a","Heartbeat",NaN]', FV, None, True),
+        ("{}", FV, None, True),
+        ("[]", FV, None, True),
+        ('"text"', FV, None, True),
+        ("[2]", FV, None, True),
+        ('[2,"id"]', FV, "id", True),
+        ('[2, 5, "Heartbeat", {}]', FV, None, True),
+        ('[2,null,"Heartbeat",{}]', FV, None, True),
+        (f'[2,"{LONG_ID}","Heartbeat",{{}}]', ErrorCode.ProtocolError, LONG_ID, True),
+        ('["2","a","Heartbeat",{}]', FV, "a", True),
+        ('[true,"a","Heartbeat",{}]', FV, "a", True),
+        ('[2.0,"a","Heartbeat",{}]', FV, "a", True),
+        ('[2,"a",7,{}]', FV, "a", True),
+        ('[2,"a","Heartbeat",[]]', FV, "a", True),
+        ('[2,"a","Heartbeat","{}"]', FV, "a", True),
+        ('[2,"a","Heartbeat",{},{}]', FV, "a", True),
+        # never answered: unknown message type (OCPP-J §4.1.3) and broken answers
+        ('[9,"a"]', ErrorCode.ProtocolError, "a", False),
+        ("[0]", ErrorCode.ProtocolError, None, False),
+        ('[3,"a"]', FV, "a", False),
+        ('[3,"a",[]]', FV, "a", False),
+        ("[3,5,{}]", FV, None, False),
+        (f'[3,"{LONG_ID}",{{}}]', ErrorCode.ProtocolError, LONG_ID, False),
+        ('[4,"a","GenericError"]', FV, "a", False),
+        ('[4,"a",1,"",{}]', FV, "a", False),
+        ('[4,"a","GenericError",null,{}]', FV, "a", False),
+        ('[4,"a","GenericError","",[]]', FV, "a", False),
+    ],
+)
+def test_malformed_frame(text: str, code: str, unique_id: str | None, answerable: bool) -> None:
+    with pytest.raises(OcppError) as caught:
+        decode(text)
+    error = caught.value
+    assert (error.code, error.unique_id, error.answerable) == (code, unique_id, answerable)
+    expected = CallError(unique_id, code, error.description) if answerable and unique_id else None
+    assert error.to_call_error() == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[2,"19223201","BootNotification",'
+        '{"chargePointVendor":"VendorX","chargePointModel":"SingleSocketCharger"}]',
+        '[3,"19223201",{"status":"Accepted","currentTime":"2013-02-01T20:53:32.486Z","interval":300}]',
+        '[4,"162376037","NotSupported","SetDisplayMessageRequest not implemented",{}]',
+        '[4,"a","GenericError","",{"detail":[1,true,false,null,"x"]}]',
+        '[2,"a","Heartbeat",{}]',
+        '[2,"a","DataTransfer",{"vendorId":"Ünïcødé","data":"€ \\"quoted\\"\\n"}]',
+        '[2,"a","SetChargingProfile",{"connectorId":1,"csChargingProfiles":{"chargingProfileId":1,'
+        '"stackLevel":0,"chargingProfilePurpose":"TxDefaultProfile","chargingProfileKind":'
+        '"Absolute","chargingSchedule":{"chargingRateUnit":"A","chargingSchedulePeriod":'
+        '[{"startPeriod":0,"limit":11.10},{"startPeriod":60,"limit":0.30}]}}}]',
+        '[3,"a",{"n":-0.000,"big":123456789012345678901234567890.123456789}]',
+        f'[2,"{"y" * 36}","Heartbeat",{{}}]',
+    ],
+)
+def test_round_trip_is_exact(text: str) -> None:
+    assert encode(decode(text)) == text
+
+
+def test_decoded_types() -> None:
+    call = decode('[2,"a","MeterValues",{"connectorId":1,"limit":11.10,"value":"12.50"}]')
+    assert call == Call(
+        "a", "MeterValues", {"connectorId": 1, "limit": Decimal("11.10"), "value": "12.50"}
+    )
+    assert type(call.payload["connectorId"]) is int
+    assert str(call.payload["limit"]) == "11.10"
+
+
+def test_null_payload_is_empty_object() -> None:
+    assert decode('[2,"a","Heartbeat",null]') == Call("a", "Heartbeat", {})
+    assert decode('[3,"a",null]') == CallResult("a", {})
+
+
+def test_callerror_without_details_is_tolerated() -> None:
+    assert decode('[4,"a","InternalError","boom"]') == CallError("a", "InternalError", "boom", {})
+
+
+def test_encode_callerror_defaults() -> None:
+    assert encode(CallError("a", ErrorCode.InternalError)) == '[4,"a","InternalError","",{}]'
+
+
+def test_encode_numbers_exactly() -> None:
+    payload = {"a": Decimal("12.50"), "b": Decimal("1E+2"), "c": 0.1, "d": 3, "e": True}
+    assert encode(CallResult("x", payload)) == '[3,"x",{"a":12.50,"b":1E+2,"c":0.1,"d":3,"e":true}]'
+
+
+def test_encode_keeps_key_order_and_accepts_tuples() -> None:
+    payload = {"z": 1, "a": (1, 2), "m": []}
+    assert encode(CallResult("x", payload)) == '[3,"x",{"z":1,"a":[1,2],"m":[]}]'
+
+
+@pytest.mark.parametrize(
+    ("value", "exception"),
+    [
+        (Decimal("NaN"), ValueError),
+        (Decimal("Infinity"), ValueError),
+        (float("inf"), ValueError),
+        (object(), TypeError),
+        ({1: "x"}, TypeError),
+    ],
+)
+def test_encode_refuses_non_json(value: object, exception: type[Exception]) -> None:
+    with pytest.raises(exception):
+        encode(CallResult("x", {"v": value}))
+
+
+def test_encode_refuses_non_messages() -> None:
+    with pytest.raises(TypeError):
+        encode([2, "a", "Heartbeat", {}])  # type: ignore[arg-type]
+
+
+def test_error_code_spellings_are_ocpp16() -> None:
+    assert {code.value for code in ErrorCode} == {
+        "NotImplemented",
+        "NotSupported",
+        "InternalError",
+        "ProtocolError",
+        "SecurityError",
+        "FormationViolation",
+        "PropertyConstraintViolation",
+        "OccurenceConstraintViolation",
+        "TypeConstraintViolation",
+        "GenericError",
+    }
+
+
+def test_package_imports_no_io_library() -> None:
+    code = (
+        "import autimit_csms.ocpp16, sys; "
+        "assert 'trio' not in sys.modules and 'psycopg' not in sys.modules; "
+        "assert 'socket' not in sys.modules, 'socket imported'"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=repo, check=True)
