@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,18 +132,17 @@ class LocalPostgres:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._chown(self.datadir)
         self.datadir.chmod(0o700)
-        pwfile = self.datadir.parent / f".{self.datadir.name}.pw"
         password = secrets.token_urlsafe(24)
-        pwfile.write_text(password)
-        self._chown(pwfile)
-        try:
+        with tempfile.TemporaryDirectory(prefix="autimit-pw-") as tmp:
+            pwfile = Path(tmp) / "pw"
+            pwfile.write_text(password)
+            self._chown(Path(tmp))
+            self._chown(pwfile)
             self._pg(
                 "initdb", "-D", str(self.datadir), "-U", "autimit", "--auth-local=trust",
                 "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
                 "--locale=C", "--no-sync",
             )
-        finally:
-            pwfile.unlink()
         pw = self.datadir / _PASSWORD_FILE
         pw.write_text(password + "\n")
         pw.chmod(0o600)
@@ -181,4 +181,8 @@ class LocalPostgres:
         if result.returncode != 0:
             log = self.datadir / "server.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{tool} failed: {result.stderr.strip()}\n{tail}")
+            hint = ""
+            if self._run_as():
+                hint = (f"\n(running as root: PostgreSQL runs as an unprivileged user, who must "
+                        f"be able to reach {self.datadir}; choose a folder outside /root)")
+            raise RuntimeError(f"{tool} failed: {result.stderr.strip()}{hint}\n{tail}")
