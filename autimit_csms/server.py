@@ -45,8 +45,7 @@ class Server:
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         settings = self.settings
-        if not settings.admin_token:
-            raise ValueError("an admin token is required (--admin-token / AUTIMIT_ADMIN_TOKEN)")
+        assert settings.admin_token, "checked by serve()"
         self.writer = GroupCommitWriter(self.db)
         async with trio.open_nursery() as root:
             await root.start(self.writer.run)
@@ -75,6 +74,8 @@ async def serve(settings: Settings) -> None:
 
     if not settings.database_url:
         raise ValueError("a database URL is required (--database-url / AUTIMIT_DATABASE_URL)")
+    if not settings.admin_token:
+        raise ValueError("an admin token is required (--admin-token / AUTIMIT_ADMIN_TOKEN)")
     db = Database(settings.database_url, max_size=settings.db_pool_size)
     await db.open()
     try:

@@ -57,6 +57,9 @@ def admin(pg: LocalPostgres, sql: str) -> None:
 def template_db(pg: LocalPostgres) -> str:
     admin(pg, "CREATE DATABASE autimit_template")
     apply(pg.url("autimit_template"))
+    # No connections to the template, not even TimescaleDB's background launcher
+    # (CREATE DATABASE ... TEMPLATE fails while anyone is connected to it).
+    admin(pg, "ALTER DATABASE autimit_template WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
     return "autimit_template"
 
 
