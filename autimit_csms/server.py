@@ -26,7 +26,9 @@ from .api.serve import serve_api
 from .credentials import Verifier
 from .db import Database
 from .db.writer import GroupCommitWriter
+from .ocpp16 import SchemaRegistry
 from .settings import Settings
+from .stations import OcppService, SessionRegistry
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,10 @@ class Server:
     settings: Settings
     db: Database
     verifier: Verifier = field(default_factory=Verifier)
+    schemas: SchemaRegistry = field(default_factory=SchemaRegistry)  # compiled once
+    sessions: SessionRegistry = field(default_factory=SessionRegistry)
     api_urls: list[str] = field(default_factory=list)
+    ocpp_port: int = 0
     _stop: trio.Event = field(default_factory=trio.Event)
 
     def stop(self) -> None:
@@ -49,20 +54,23 @@ class Server:
         self.writer = GroupCommitWriter(self.db)
         async with trio.open_nursery() as root:
             await root.start(self.writer.run)
-            api_shutdown = trio.Event()
+            shutdown = trio.Event()
+            self.ocpp = OcppService(settings, self.db, self.writer, self.verifier, self.schemas,
+                                    self.sessions)
             async with trio.open_nursery() as front:
                 app = create_app(self.db, admin_token=settings.admin_token,
                                  public_ocpp_url=settings.public_ocpp_url,
                                  verifier=self.verifier)
                 self.api_urls = await front.start(partial(
                     serve_api, app, settings.api_listen, certfile=settings.tls_cert,
-                    keyfile=settings.tls_key, shutdown=api_shutdown))
+                    keyfile=settings.tls_key, shutdown=shutdown))
                 log.info("REST API on %s", ", ".join(self.api_urls))
+                self.ocpp_port = await front.start(self.ocpp.serve, shutdown)
                 task_status.started(self)
                 await self._stop.wait()
                 log.info("shutting down: %.0f s grace for open connections",
                          settings.shutdown_grace)
-                api_shutdown.set()
+                shutdown.set()
                 front.cancel_scope.deadline = trio.current_time() + settings.shutdown_grace
             self.writer.close()
         log.info("stopped")

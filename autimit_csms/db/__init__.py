@@ -12,6 +12,7 @@ from .database import (
     DatabaseError,
     DatabaseUnavailable,
     Row,
+    as_json,
 )
 from .statements import SQL
 
@@ -22,4 +23,5 @@ __all__ = [
     "DatabaseError",
     "DatabaseUnavailable",
     "Row",
+    "as_json",
 ]

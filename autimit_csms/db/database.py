@@ -9,6 +9,7 @@ replace the bridge, not its callers, if measurement says the hop matters.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -17,12 +18,18 @@ import psycopg
 import psycopg.errors
 import trio
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Params = Mapping[str, Any] | Sequence[Any] | None
 Row = dict[str, Any]
+
+
+def as_json(value: Any) -> Jsonb:
+    """A jsonb parameter (OCPP payload numbers are Decimal)."""
+    return Jsonb(value, dumps=lambda v: json.dumps(v, default=float))
 
 
 class DatabaseError(Exception):

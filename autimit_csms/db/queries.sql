@@ -141,3 +141,259 @@ FROM id_tags
 WHERE (%(account_id)s::uuid IS NULL OR account_id = %(account_id)s)
 ORDER BY created_at, id
 LIMIT %(limit)s OFFSET %(offset)s;
+
+-- ================================================================ OCPP: connection lifecycle
+-- Each rule below is one ADR 0002 write (current state + history) in one
+-- statement, submitted through the group-commit writer.
+
+-- name: station_connected
+WITH state AS (
+    UPDATE station_runtime_state
+    SET status = 'online', connected_at = %(at)s, last_seen_at = %(at)s, updated_at = now()
+    WHERE station_id = %(station_id)s
+    RETURNING station_id
+)
+INSERT INTO station_connection_events (station_id, occurred_at, event_type)
+SELECT station_id, %(at)s, 'connected' FROM state;
+
+-- name: station_disconnected
+-- Only the connection that is still the station's current one marks it
+-- offline: a replaced connection closing late must not undo its successor.
+WITH state AS (
+    UPDATE station_runtime_state
+    SET status = 'offline', disconnected_at = %(at)s, updated_at = now()
+    WHERE station_id = %(station_id)s AND connected_at = %(connected_at)s
+    RETURNING station_id
+)
+INSERT INTO station_connection_events (station_id, occurred_at, event_type, reason)
+SELECT station_id, %(at)s, %(event_type)s, %(reason)s FROM state;
+
+-- ================================================================ OCPP: charger messages
+
+-- name: boot_notification
+WITH state AS (
+    UPDATE station_runtime_state
+    SET booted_at = %(at)s, firmware_version = %(firmware_version)s,
+        registration_status = %(registration_status)s, reported_vendor = %(vendor)s,
+        reported_model = %(model)s, reported_serial = %(serial)s, last_seen_at = %(at)s,
+        status = CASE WHEN status = 'offline' THEN 'online' ELSE status END,
+        updated_at = now()
+    WHERE station_id = %(station_id)s
+    RETURNING station_id
+)
+INSERT INTO station_boot_events (station_id, occurred_at, registration_status,
+    charge_point_vendor, charge_point_model, charge_point_serial_number,
+    charge_box_serial_number, firmware_version, iccid, imsi, meter_type, meter_serial_number)
+SELECT station_id, %(at)s, %(registration_status)s, %(vendor)s, %(model)s, %(serial)s,
+       %(charge_box_serial)s, %(firmware_version)s, %(iccid)s, %(imsi)s, %(meter_type)s,
+       %(meter_serial)s
+FROM state;
+
+-- name: heartbeat
+WITH state AS (
+    UPDATE station_runtime_state
+    SET last_heartbeat_at = %(at)s, last_seen_at = %(at)s, updated_at = now()
+    WHERE station_id = %(station_id)s
+    RETURNING station_id
+)
+INSERT INTO station_heartbeat_events (station_id, occurred_at)
+SELECT station_id, %(at)s FROM state;
+
+-- name: station_status_notification
+-- Connector 0: the charge point itself (OCPP 1.6 §4.9).
+WITH state AS (
+    UPDATE station_runtime_state
+    SET status = %(station_status)s,
+        last_error_code = CASE WHEN %(error_code)s = 'NoError' THEN last_error_code
+                               ELSE %(error_code)s END,
+        last_seen_at = %(received_at)s, updated_at = now()
+    WHERE station_id = %(station_id)s
+    RETURNING station_id
+)
+INSERT INTO connector_status_events (station_id, connector_number, occurred_at, status,
+    ocpp_status, ocpp_error_code, info, vendor_id, vendor_error_code)
+SELECT station_id, 0, %(at)s, %(status)s, %(ocpp_status)s, %(error_code)s, %(info)s,
+       %(vendor_id)s, %(vendor_error_code)s
+FROM state;
+
+-- name: connector_status_notification
+-- A connector number that was not provisioned is created (discovered_at set)
+-- so the report is stored, not lost. A replayed older report is kept as
+-- history but does not overwrite a newer current state.
+WITH discovered AS (
+    INSERT INTO station_connectors (station_id, connector_number, discovered_at)
+    VALUES (%(station_id)s, %(connector_number)s, now())
+    ON CONFLICT (station_id, connector_number) DO NOTHING
+    RETURNING connector_number
+), state AS (
+    INSERT INTO connector_runtime_state AS cr (station_id, connector_number, status,
+        ocpp_status, ocpp_error_code, info, vendor_id, vendor_error_code, status_at)
+    VALUES (%(station_id)s, %(connector_number)s, %(status)s, %(ocpp_status)s, %(error_code)s,
+            %(info)s, %(vendor_id)s, %(vendor_error_code)s, %(at)s)
+    ON CONFLICT (station_id, connector_number) DO UPDATE
+    SET status = EXCLUDED.status, ocpp_status = EXCLUDED.ocpp_status,
+        ocpp_error_code = EXCLUDED.ocpp_error_code, info = EXCLUDED.info,
+        vendor_id = EXCLUDED.vendor_id, vendor_error_code = EXCLUDED.vendor_error_code,
+        status_at = EXCLUDED.status_at, updated_at = now()
+    WHERE cr.status_at IS NULL OR cr.status_at <= EXCLUDED.status_at
+), station AS (
+    UPDATE station_runtime_state
+    SET last_error_code = CASE WHEN %(error_code)s = 'NoError' THEN last_error_code
+                               ELSE %(error_code)s END,
+        last_seen_at = %(received_at)s, updated_at = now()
+    WHERE station_id = %(station_id)s
+), history AS (
+    INSERT INTO connector_status_events (station_id, connector_number, occurred_at, status,
+        ocpp_status, ocpp_error_code, info, vendor_id, vendor_error_code)
+    VALUES (%(station_id)s, %(connector_number)s, %(at)s, %(status)s, %(ocpp_status)s,
+            %(error_code)s, %(info)s, %(vendor_id)s, %(vendor_error_code)s)
+)
+SELECT EXISTS (SELECT 1 FROM discovered) AS discovered;
+
+-- name: id_tag_info
+-- What an idTag may do at this station: the tag of the station's account, and
+-- whether it is in an active session elsewhere (ConcurrentTx). A session on
+-- the same connector does not count, so a retried StartTransaction is not
+-- refused by its own first attempt.
+SELECT t.status, t.expires_at, t.parent_id_tag,
+       EXISTS (SELECT 1 FROM charging_sessions cs JOIN stations cs_s ON cs_s.id = cs.station_id
+               WHERE cs.status = 'active' AND cs_s.account_id = s.account_id
+                 AND lower(cs.id_tag) = lower(t.id_tag)
+                 AND NOT (cs.station_id = s.id
+                          AND cs.connector_number IS NOT DISTINCT FROM %(connector_number)s))
+           AS in_other_session
+FROM stations s
+JOIN id_tags t ON t.account_id = s.account_id AND lower(t.id_tag) = lower(%(id_tag)s)
+WHERE s.id = %(station_id)s;
+
+-- name: start_transaction
+-- Deduplicated on content (station, connector, idTag, timestamp, meterStart):
+-- a StartTransaction re-sent with a new message id gets its first transactionId.
+WITH existing AS (
+    SELECT id, transaction_id, id_tag_status FROM charging_sessions
+    WHERE station_id = %(station_id)s AND connector_number = %(connector_number)s
+      AND id_tag = %(id_tag)s AND started_at = %(started_at)s
+      AND meter_start_wh = %(meter_start)s
+), discovered AS (
+    INSERT INTO station_connectors (station_id, connector_number, discovered_at)
+    VALUES (%(station_id)s, %(connector_number)s, now())
+    ON CONFLICT (station_id, connector_number) DO NOTHING
+), created AS (
+    INSERT INTO charging_sessions (station_id, connector_number, id_tag, id_tag_status,
+                                   reservation_id, meter_start_wh, started_at)
+    SELECT %(station_id)s, %(connector_number)s, %(id_tag)s, %(id_tag_status)s,
+           %(reservation_id)s, %(meter_start)s, %(started_at)s
+    WHERE NOT EXISTS (SELECT 1 FROM existing)
+    RETURNING id, transaction_id, id_tag_status
+), history AS (
+    INSERT INTO session_events (station_id, session_id, transaction_id, occurred_at,
+                                event_type, id_tag, meter_wh)
+    SELECT %(station_id)s, id, transaction_id, %(started_at)s, 'started', %(id_tag)s,
+           %(meter_start)s FROM created
+    UNION ALL
+    SELECT %(station_id)s, id, transaction_id, %(started_at)s, 'start_repeated', %(id_tag)s,
+           %(meter_start)s FROM existing
+)
+SELECT transaction_id, id_tag_status, true AS created FROM created
+UNION ALL
+SELECT transaction_id, id_tag_status, false AS created FROM existing;
+
+-- name: stop_transaction
+-- Closes the session once; a repeated stop changes nothing (no double billing)
+-- and a stop for an unknown transactionId (0, -1, lost) is kept as an event.
+WITH target AS (
+    SELECT id, status FROM charging_sessions
+    WHERE station_id = %(station_id)s AND transaction_id = %(transaction_id)s
+), closed AS (
+    UPDATE charging_sessions cs
+    SET status = 'completed', meter_stop_wh = %(meter_stop)s,
+        energy_wh = %(meter_stop)s - cs.meter_start_wh, stopped_at = %(stopped_at)s,
+        stop_reason = %(reason)s, stop_id_tag = %(id_tag)s,
+        billing_status = CASE WHEN %(meter_stop)s >= cs.meter_start_wh THEN 'pending'
+                              ELSE 'not_billable' END,
+        updated_at = now()
+    FROM target
+    WHERE cs.id = target.id AND target.status = 'active'
+    RETURNING cs.id, cs.energy_wh
+), history AS (
+    INSERT INTO session_events (station_id, session_id, transaction_id, occurred_at,
+                                event_type, id_tag, meter_wh, reason)
+    SELECT %(station_id)s, (SELECT id FROM target), %(transaction_id)s, %(stopped_at)s,
+           CASE WHEN EXISTS (SELECT 1 FROM closed) THEN 'stopped'
+                WHEN EXISTS (SELECT 1 FROM target) THEN 'stop_repeated'
+                ELSE 'stop_unmatched' END,
+           %(id_tag)s, %(meter_stop)s, %(reason)s
+)
+SELECT (SELECT id FROM target) AS session_id,
+       EXISTS (SELECT 1 FROM closed) AS closed,
+       (SELECT energy_wh FROM closed) AS energy_wh;
+
+-- name: insert_meter_values
+-- One row per sampled value; a replayed MeterValues (same content, new
+-- message id) hits the unique key and is stored once. connector_number NULL
+-- (StopTransaction's transactionData) means the connector of the transaction.
+WITH target AS (
+    SELECT COALESCE(%(connector_number)s::integer,
+                    (SELECT connector_number FROM charging_sessions
+                     WHERE station_id = %(station_id)s
+                       AND transaction_id = %(transaction_id)s::integer),
+                    0) AS connector_number
+), discovered AS (
+    INSERT INTO station_connectors (station_id, connector_number, discovered_at)
+    SELECT %(station_id)s, connector_number, now() FROM target WHERE connector_number > 0
+    ON CONFLICT (station_id, connector_number) DO NOTHING
+)
+INSERT INTO meter_values (station_id, connector_number, transaction_id, sampled_at, measurand,
+                          phase, location, context, unit, value, format, raw_value)
+SELECT %(station_id)s, target.connector_number, %(transaction_id)s, v.sampled_at, v.measurand,
+       v.phase, v.location, v.context, v.unit, v.value, v.format, v.raw_value
+FROM target, unnest(%(sampled_at)s::timestamptz[], %(measurand)s::text[], %(phase)s::text[],
+                    %(location)s::text[], %(context)s::text[], %(unit)s::text[],
+                    %(value)s::numeric[], %(format)s::text[], %(raw_value)s::text[])
+     AS v(sampled_at, measurand, phase, location, context, unit, value, format, raw_value)
+ON CONFLICT DO NOTHING;
+
+-- name: firmware_status
+WITH state AS (
+    UPDATE station_runtime_state
+    SET firmware_status = %(status)s, updated_at = now()
+    WHERE station_id = %(station_id)s
+    RETURNING station_id
+)
+INSERT INTO station_notifications (station_id, occurred_at, action, payload)
+SELECT station_id, %(at)s, %(action)s, %(payload)s FROM state;
+
+-- name: diagnostics_status
+WITH state AS (
+    UPDATE station_runtime_state
+    SET diagnostics_status = %(status)s, updated_at = now()
+    WHERE station_id = %(station_id)s
+    RETURNING station_id
+)
+INSERT INTO station_notifications (station_id, occurred_at, action, payload)
+SELECT station_id, %(at)s, %(action)s, %(payload)s FROM state;
+
+-- name: station_notification
+INSERT INTO station_notifications (station_id, occurred_at, action, payload)
+VALUES (%(station_id)s, %(at)s, %(action)s, %(payload)s);
+
+-- name: mark_silent_stations_offline
+-- Housekeeping fallback for stations this process holds no socket for (e.g.
+-- left 'online' by a process that died): silent for too long means offline.
+WITH state AS (
+    UPDATE station_runtime_state
+    SET status = 'offline', disconnected_at = now(), updated_at = now()
+    WHERE status <> 'offline' AND last_seen_at < now() - %(silence)s::interval
+      AND NOT (station_id = ANY (%(held)s::uuid[]))
+    RETURNING station_id
+)
+INSERT INTO station_connection_events (station_id, occurred_at, event_type, reason)
+SELECT station_id, now(), 'timed_out', 'no message within the offline limit' FROM state
+RETURNING station_id;
+
+-- name: touch_stations
+-- Live connections this process holds: keeps last_seen_at honest for chargers
+-- that rely on WebSocket pings instead of Heartbeats (OCPP-J §5).
+UPDATE station_runtime_state
+SET last_seen_at = GREATEST(last_seen_at, %(at)s)
+WHERE station_id = ANY (%(stations)s::uuid[]);

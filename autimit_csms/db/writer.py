@@ -23,8 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Item:
-    sql: str
-    params: Params
+    statements: list[tuple[str, Params]]  # one write rule; committed together
     done: trio.Event = field(default_factory=trio.Event)
     rows: list[Row] = field(default_factory=list)
     error: DatabaseError | None = None
@@ -50,9 +49,13 @@ class GroupCommitWriter:
         self._send, self._receive = trio.open_memory_channel[_Item](math.inf)
         self.stats = WriterStats()
 
-    async def submit(self, sql: str, params: Params = None) -> list[Row]:
-        """Run one write rule; return its rows once committed, or raise DatabaseError."""
-        item = _Item(sql, params)
+    async def submit(self, sql: str, params: Params = None,
+                     *more: tuple[str, Params]) -> list[Row]:
+        """Commit one write rule (a statement, or several that belong together).
+
+        Returns the first statement's rows once committed, or raises DatabaseError.
+        """
+        item = _Item([(sql, params), *more])
         try:
             self._send.send_nowait(item)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -110,9 +113,11 @@ def _run_batch(conn: psycopg.Connection[Row], batch: list[_Item]) -> None:
         with conn.transaction():
             cursors = []
             for item in batch:
-                cur = conn.cursor()
-                cur.execute(item.sql, item.params)
-                cursors.append(cur)
+                for number, (sql, params) in enumerate(item.statements):
+                    cur = conn.cursor()
+                    cur.execute(sql, params)
+                    if number == 0:
+                        cursors.append(cur)
     for item, cur in zip(batch, cursors, strict=True):
         item.rows = cur.fetchall() if cur.description else []
 

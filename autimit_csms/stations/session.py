@@ -1,0 +1,251 @@
+"""One station connection: the session loop, outbound calls, and who is connected.
+
+Owns: reading frames, feeding the sans-I/O OcppProtocol, running the handler
+for each CALL and sending its answer, one outbound CALL at a time (commands),
+and the online/offline bookkeeping of the connection's lifetime. Messages of
+one connection are handled in order, in the connection's own task: no task per
+message. It must not parse frames (ocpp16) nor decide what a message means
+(handlers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from ..db import SQL, DatabaseError
+from ..db.writer import GroupCommitWriter
+from ..handlers import ROUTES, StationContext
+from ..ocpp16 import (
+    CallReceived,
+    ErrorCode,
+    ErrorReceived,
+    Ignored,
+    OcppError,
+    OcppProtocol,
+    Rejected,
+    ResultReceived,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Metrics:
+    """Process counters; the metrics endpoint to come reads these."""
+
+    connections_opened: int = 0
+    connections_replaced: int = 0
+    frames_in: int = 0
+    calls_by_action: Counter[str] = field(default_factory=Counter)
+    call_errors_sent: Counter[str] = field(default_factory=Counter)
+
+
+class StationSession:
+    def __init__(self, ws: WebSocketConnection, protocol: OcppProtocol, ctx: StationContext,
+                 registry: SessionRegistry) -> None:
+        self.ws = ws
+        self.protocol = protocol
+        self.ctx = ctx
+        self.registry = registry
+        self.connected_at = dt.datetime.now(dt.UTC)
+        self.last_activity = trio.current_time()
+        self._closing: str | None = None
+        self._read_scope: trio.CancelScope | None = None
+        self._call_lock = trio.Lock()
+        self._answer: trio.MemorySendChannel[ResultReceived | ErrorReceived] | None = None
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        return self.ctx.writer
+
+    def close(self, reason: str) -> None:
+        """Finish the message in hand, then close. Safe to call more than once."""
+        if self._closing is None:
+            self._closing = reason
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    async def run(self, ping_interval: float) -> None:
+        code = self.ctx.station_code
+        previous = self.registry.attach(self)
+        if previous is not None:
+            log.warning("%s connected again; closing its previous connection", code)
+            previous.close("replaced by a new connection")
+        try:
+            await self.writer.submit(SQL.station_connected, {
+                "station_id": self.ctx.station_id, "at": self.connected_at})
+            log.info("%s connected from %s", code, self.ws.remote)
+            async with trio.open_nursery() as nursery:
+                if ping_interval > 0:
+                    nursery.start_soon(self._ping, ping_interval)
+                await self._read_loop()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._finish()
+
+    async def _read_loop(self) -> None:
+        while self._closing is None:
+            with trio.CancelScope() as self._read_scope:
+                try:
+                    message = await self.ws.get_message()
+                except ConnectionClosed as closed:
+                    self._closing = f"closed by peer ({closed.reason.code})"
+                    return
+            self._read_scope = None
+            if self._closing is not None:
+                return
+            self.last_activity = trio.current_time()
+            self.registry.metrics.frames_in += 1
+            if isinstance(message, bytes):
+                # OCPP-J uses text frames only (§3.3); drop, keep the connection.
+                log.warning("%s sent a binary frame (%d bytes); ignored", self.ctx.station_code,
+                            len(message))
+                continue
+            try:
+                await self._handle(message)
+            except ConnectionClosed:
+                self._closing = "closed while answering"
+                return
+
+    async def _handle(self, text: str) -> None:
+        log.debug("%s <- %s", self.ctx.station_code, text)
+        event = self.protocol.receive(text)
+        if isinstance(event, CallReceived):
+            await self._send(await self._answer_call(event))
+        elif isinstance(event, Rejected):
+            self.registry.metrics.call_errors_sent[event.error.code] += 1
+            log.info("%s sent a bad frame: %s %s", self.ctx.station_code, event.error.code,
+                     event.error.description)
+            if event.reply is not None:
+                await self._send(event.reply)
+        elif isinstance(event, ResultReceived | ErrorReceived):
+            if self._answer is not None:
+                self._answer.send_nowait(event)
+        elif isinstance(event, Ignored):
+            log.info("%s: ignored frame: %s", self.ctx.station_code, event.reason)
+
+    async def _answer_call(self, event: CallReceived) -> str:
+        call, ctx = event.call, self.ctx
+        self.registry.metrics.calls_by_action[call.action] += 1
+        for warning in event.warnings:  # relaxed mode: stored, but said
+            log.warning("%s %s accepted in relaxed mode: %s", ctx.station_code, call.action,
+                        warning)
+        if not ctx.accepted and call.action != "BootNotification":
+            # OCPP-J errata §3.8: nothing but BootNotification before acceptance.
+            return self._error(call, ErrorCode.SecurityError,
+                               "station not accepted yet: send BootNotification first")
+        try:
+            payload = await ROUTES[call.action](ctx, call.payload)
+            return self.protocol.answer(call, payload)
+        except DatabaseError as err:
+            log.warning("%s %s not stored (%s); answered InternalError so it is retried",
+                        ctx.station_code, call.action, err)
+            return self._error(call, ErrorCode.InternalError, "could not store; retry later")
+        except OcppError:  # our .conf broke its schema: a bug, said in the log
+            log.exception("%s %s: invalid answer", ctx.station_code, call.action)
+            return self._error(call, ErrorCode.InternalError, "internal error")
+        except Exception:
+            log.exception("%s %s handler failed", ctx.station_code, call.action)
+            return self._error(call, ErrorCode.InternalError, "internal error")
+
+    def _error(self, call: Any, code: str, description: str) -> str:
+        self.registry.metrics.call_errors_sent[code] += 1
+        return self.protocol.answer_error(call, code, description)
+
+    async def _send(self, text: str) -> None:
+        log.debug("%s -> %s", self.ctx.station_code, text)
+        await self.ws.send_message(text)
+
+    async def call(self, action: str, payload: dict[str, Any], timeout: float
+                   ) -> ResultReceived | ErrorReceived:
+        """Send one CALL and wait for its answer; callers queue (OCPP-J §4.1.1).
+
+        Raises trio.TooSlowError after `timeout` (the call is then forgotten and
+        a late answer ignored), ConnectionClosed if the station goes away.
+        """
+        async with self._call_lock:
+            unique_id, text = self.protocol.send_call(action, payload)
+            send, receive = trio.open_memory_channel[ResultReceived | ErrorReceived](1)
+            self._answer = send
+            try:
+                with trio.fail_after(timeout):
+                    await self._send(text)
+                    return await receive.receive()
+            finally:
+                self._answer = None
+                if self.protocol.outstanding_call == unique_id:
+                    self.protocol.cancel_call()
+
+    async def _ping(self, interval: float) -> None:
+        # Half-open TCP (a charger that lost power) is found by a missing pong.
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(max(interval / 2, 5)) as scope:
+                try:
+                    await self.ws.ping()
+                except ConnectionClosed:
+                    return
+            if scope.cancelled_caught:
+                log.warning("%s did not answer a ping; closing", self.ctx.station_code)
+                self.close("ping timeout")
+                return
+            self.last_activity = trio.current_time()
+
+    async def _finish(self) -> None:
+        reason = self._closing or "connection task ended"
+        self.registry.detach(self)
+        with trio.move_on_after(2):
+            try:
+                code = 1001 if "shutting down" in reason else 1000
+                await self.ws.aclose(code, reason[:120])
+            except Exception:  # noqa: BLE001 - the socket may be long gone
+                pass
+        try:
+            await self.writer.submit(SQL.station_disconnected, {
+                "station_id": self.ctx.station_id, "connected_at": self.connected_at,
+                "at": dt.datetime.now(dt.UTC), "reason": reason[:200],
+                "event_type": "timed_out" if "silent" in reason or "ping" in reason
+                else "disconnected"})
+        except DatabaseError as err:
+            # The housekeeping sweep marks it offline once the database is back.
+            log.error("%s: could not mark offline: %s", self.ctx.station_code, err)
+        log.info("%s disconnected: %s", self.ctx.station_code, reason)
+
+
+class SessionRegistry:
+    """The live sessions of this process, one per station."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[uuid.UUID, StationSession] = {}
+        self.metrics = Metrics()
+
+    def attach(self, session: StationSession) -> StationSession | None:
+        previous = self._sessions.get(session.ctx.station_id)
+        self._sessions[session.ctx.station_id] = session
+        self.metrics.connections_opened += 1
+        if previous is not None:
+            self.metrics.connections_replaced += 1
+        return previous
+
+    def detach(self, session: StationSession) -> None:
+        if self._sessions.get(session.ctx.station_id) is session:
+            del self._sessions[session.ctx.station_id]
+
+    def get(self, station_id: uuid.UUID) -> StationSession | None:
+        return self._sessions.get(station_id)
+
+    def sessions(self) -> list[StationSession]:
+        return list(self._sessions.values())
+
+    def close_all(self, reason: str) -> None:
+        for session in self.sessions():
+            session.close(reason)
