@@ -88,7 +88,8 @@ def timescale_url(pg: LocalPostgres) -> str:
     if not pg.preload_timescaledb:
         if os.environ.get("AUTIMIT_REQUIRE_TIMESCALE") == "1":
             pytest.fail("TimescaleDB is required here (AUTIMIT_REQUIRE_TIMESCALE=1) but "
-                        f"{pg.bindir} has no timescaledb extension; see scripts/install-timescaledb.sh")
+                        f"{pg.bindir} has no timescaledb extension; "
+                        "see scripts/install-timescaledb.sh")
         pytest.skip("TimescaleDB not installed for this PostgreSQL")
     return pg.url(new_database(pg))
 

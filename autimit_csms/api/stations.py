@@ -39,7 +39,8 @@ def connection_url(station_code: str) -> str:
 def present(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"], "accountId": row["account_id"], "locationId": row["location_id"],
-        "stationCode": row["station_code"], "ocppConnectionUrl": connection_url(row["station_code"]),
+        "stationCode": row["station_code"],
+        "ocppConnectionUrl": connection_url(row["station_code"]),
         "serialNumber": row["serial_number"], "manufacturer": row["manufacturer"],
         "model": row["model"], "connectorCount": row["connector_count"],
         "isActive": row["is_active"], "ocppRelaxedValidation": row["ocpp_relaxed"],

@@ -82,9 +82,9 @@ class Database:
         )
         self._limiter = trio.CapacityLimiter(max_size)
 
-    async def open(self, *, timeout: float = 10.0) -> None:
+    async def open(self, *, wait_seconds: float = 10.0) -> None:
         def open_pool() -> None:
-            self._pool.open(wait=True, timeout=timeout)
+            self._pool.open(wait=True, timeout=wait_seconds)
 
         try:
             await trio.to_thread.run_sync(open_pool)

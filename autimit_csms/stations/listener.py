@@ -142,12 +142,12 @@ class OcppService:
         period = max(1.0, min(60.0, limit / 4))
         while True:
             await trio.sleep(period)
-            now = trio.current_time()
+            clock = trio.current_time()
             held = []
             for session in self.sessions.sessions():
-                if now - session.last_activity > limit:
+                if clock - session.last_activity > limit:
                     log.warning("%s silent for %.0f s; closing", session.ctx.station_code,
-                                now - session.last_activity)
+                                clock - session.last_activity)
                     session.close(f"silent for more than {limit:.0f} s")
                 else:
                     held.append(session.ctx.station_id)

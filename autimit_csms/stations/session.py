@@ -165,21 +165,21 @@ class StationSession:
         log.debug("%s -> %s", self.ctx.station_code, text)
         await self.ws.send_message(text)
 
-    async def call(self, action: str, payload: dict[str, Any], timeout: float
+    async def call(self, action: str, payload: dict[str, Any]
                    ) -> ResultReceived | ErrorReceived:
         """Send one CALL and wait for its answer; callers queue (OCPP-J §4.1.1).
 
-        Raises trio.TooSlowError after `timeout` (the call is then forgotten and
-        a late answer ignored), ConnectionClosed if the station goes away.
+        The caller bounds the wait with its own cancel scope (trio.fail_after);
+        a cancelled call is forgotten and a late answer ignored. Raises
+        ConnectionClosed if the station goes away.
         """
         async with self._call_lock:
             unique_id, text = self.protocol.send_call(action, payload)
             send, receive = trio.open_memory_channel[ResultReceived | ErrorReceived](1)
             self._answer = send
             try:
-                with trio.fail_after(timeout):
-                    await self._send(text)
-                    return await receive.receive()
+                await self._send(text)
+                return await receive.receive()
             finally:
                 self._answer = None
                 if self.protocol.outstanding_call == unique_id:

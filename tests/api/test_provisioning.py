@@ -95,7 +95,7 @@ async def test_secret_is_random_and_only_hash_stored(api: httpx.AsyncClient, db_
     with psycopg.connect(db_url) as conn:
         rows = conn.execute("SELECT station_code, station_secret_hash FROM stations "
                             "ORDER BY station_code").fetchall()
-    for (code, stored), secret in zip(rows, secrets_, strict=True):
+    for (_code, stored), secret in zip(rows, secrets_, strict=True):
         assert stored != secret and stored.startswith("$2b$")
         assert bcrypt.checkpw(secret.encode(), stored.encode())
 
