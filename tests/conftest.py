@@ -102,7 +102,7 @@ async def db(db_url: str) -> AsyncIterator[Database]:
     await database.close()
 
 
-def test_settings(db_url: str, **overrides: object) -> Settings:
+def server_settings(db_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         database_url=db_url, admin_token=ADMIN_TOKEN, api_listen="127.0.0.1:0",
         ocpp_listen="127.0.0.1:0", public_ocpp_url="ws://127.0.0.1:9/ocpp/1.6",
@@ -114,7 +114,7 @@ def test_settings(db_url: str, **overrides: object) -> Settings:
 @pytest.fixture
 async def server(db: Database, db_url: str, nursery: trio.Nursery) -> AsyncIterator[Server]:
     """A real server on ephemeral ports; stopped (gracefully) after the test."""
-    running: Server = await nursery.start(Server(test_settings(db_url), db).run)
+    running: Server = await nursery.start(Server(server_settings(db_url), db).run)
     yield running
     running.stop()
 

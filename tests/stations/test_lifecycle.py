@@ -13,7 +13,7 @@ from trio_websocket import ConnectionClosed
 from autimit_csms.db import Database
 from autimit_csms.server import Server
 
-from ..conftest import test_settings
+from ..conftest import server_settings
 from .conftest import Provisioned, boot, call, connect
 
 
@@ -31,7 +31,7 @@ async def wait_for_status(db_url: str, station_id: str, wanted: str) -> None:
 
 async def start_server(nursery: trio.Nursery, db: Database, db_url: str,
                        **overrides: object) -> Server:
-    return await nursery.start(Server(test_settings(db_url, **overrides), db).run)
+    return await nursery.start(Server(server_settings(db_url, **overrides), db).run)
 
 
 async def test_silent_station_is_closed_and_marked_offline(
