@@ -121,3 +121,30 @@ async def list_stations() -> Response:
 @blueprint.get("/api/stations/<station_id>")
 async def get_station(station_id: str) -> Response:
     return json_response(present(await load_station(parse_uuid("id", station_id))))
+
+
+@blueprint.patch("/api/stations/<station_id>")
+async def update_station(station_id: str) -> Response:
+    """Deactivate/activate, relaxed OCPP validation, registration data."""
+    row = await load_station(parse_uuid("id", station_id))
+    body = await json_body()
+    params = {"id": row["id"], "is_active": body.boolean("isActive"),
+              "ocpp_relaxed": body.boolean("ocppRelaxedValidation"),
+              "serial_number": body.text("serialNumber", max_len=64),
+              "manufacturer": body.text("manufacturer", max_len=64),
+              "model": body.text("model", max_len=64)}
+    body.done()
+    await database().fetch_one(SQL.update_station, params)
+    return json_response(present(await load_station(row["id"])))
+
+
+@blueprint.post("/api/stations/<station_id>/secret")
+async def rotate_secret(station_id: str) -> Response:
+    """A new one-time secret; the old one stops working for new connections at once."""
+    row = await load_station(parse_uuid("id", station_id))
+    secret = new_station_secret()
+    await database().fetch_one(SQL.set_station_secret, {
+        "id": row["id"], "secret_hash": await hash_secret(secret)})
+    url = connection_url(row["station_code"])
+    return json_response({"stationCode": row["station_code"], "ocppConnectionUrl": url,
+                          "stationSecret": secret}, 201)

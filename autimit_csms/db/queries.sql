@@ -110,6 +110,17 @@ JOIN accounts a ON a.id = s.account_id
 LEFT JOIN station_runtime_state r ON r.station_id = s.id
 WHERE lower(s.station_code) = lower(%(station_code)s) AND s.is_active AND a.is_active;
 
+-- name: update_station
+UPDATE stations
+SET is_active = COALESCE(%(is_active)s, is_active),
+    ocpp_relaxed = COALESCE(%(ocpp_relaxed)s, ocpp_relaxed),
+    serial_number = COALESCE(%(serial_number)s, serial_number),
+    manufacturer = COALESCE(%(manufacturer)s, manufacturer),
+    model = COALESCE(%(model)s, model),
+    updated_at = now()
+WHERE id = %(id)s
+RETURNING id;
+
 -- name: set_station_secret
 UPDATE stations SET station_secret_hash = %(secret_hash)s, updated_at = now()
 WHERE id = %(id)s
