@@ -256,9 +256,10 @@ CREATE TABLE IF NOT EXISTS meter_values (
     format            text NOT NULL,
     raw_value         text,            -- kept for SignedData (billing evidence) and non-numbers
     recorded_at       timestamptz NOT NULL DEFAULT now(),
-    -- a replayed MeterValues (new message id, same content) is stored once
+    -- a replayed MeterValues (new message id, same content) is stored once; format
+    -- is part of it because a signed reading travels next to its plain twin
     UNIQUE NULLS NOT DISTINCT (station_id, connector_number, sampled_at, measurand, context,
-                               location, phase)
+                               location, phase, format)
 );
 CREATE INDEX IF NOT EXISTS meter_values_transaction_idx
     ON meter_values (transaction_id, sampled_at) WHERE transaction_id IS NOT NULL;

@@ -75,7 +75,7 @@ BEGIN
             timescaledb.compress,
             timescaledb.compress_segmentby = 'station_id',
             timescaledb.compress_orderby =
-                'sampled_at DESC, connector_number, measurand, context, location, phase');
+                'sampled_at DESC, connector_number, measurand, context, location, phase, format');
     END IF;
     IF NOT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
                    WHERE hypertable_name = 'session_events' AND compression_enabled) THEN

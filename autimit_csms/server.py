@@ -57,22 +57,26 @@ class Server:
             shutdown = trio.Event()
             self.ocpp = OcppService(settings, self.db, self.writer, self.verifier, self.schemas,
                                     self.sessions)
-            async with trio.open_nursery() as front:
-                app = create_app(self.db, admin_token=settings.admin_token,
-                                 public_ocpp_url=settings.public_ocpp_url,
-                                 verifier=self.verifier)
-                self.api_urls = await front.start(partial(
-                    serve_api, app, settings.api_listen, certfile=settings.tls_cert,
-                    keyfile=settings.tls_key, shutdown=shutdown))
-                log.info("REST API on %s", ", ".join(self.api_urls))
-                self.ocpp_port = await front.start(self.ocpp.serve, shutdown)
-                task_status.started(self)
-                await self._stop.wait()
-                log.info("shutting down: %.0f s grace for open connections",
-                         settings.shutdown_grace)
-                shutdown.set()
-                front.cancel_scope.deadline = trio.current_time() + settings.shutdown_grace
-            self.writer.close()
+            try:
+                async with trio.open_nursery() as front:
+                    app = create_app(self.db, admin_token=settings.admin_token,
+                                     public_ocpp_url=settings.public_ocpp_url,
+                                     verifier=self.verifier)
+                    self.api_urls = await front.start(partial(
+                        serve_api, app, settings.api_listen, certfile=settings.tls_cert,
+                        keyfile=settings.tls_key, shutdown=shutdown))
+                    log.info("REST API on %s", ", ".join(self.api_urls))
+                    self.ocpp_port = await front.start(self.ocpp.serve, shutdown)
+                    task_status.started(self)
+                    await self._stop.wait()
+                    log.info("shutting down: %.0f s grace for open connections",
+                             settings.shutdown_grace)
+                    shutdown.set()
+                    front.cancel_scope.deadline = trio.current_time() + settings.shutdown_grace
+            finally:
+                # Also when cancelled: nothing submits any more, so the writer
+                # commits what it holds and returns.
+                self.writer.close()
         log.info("stopped")
 
 

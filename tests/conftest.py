@@ -112,11 +112,12 @@ def server_settings(db_url: str, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-async def server(db: Database, db_url: str, nursery: trio.Nursery) -> AsyncIterator[Server]:
-    """A real server on ephemeral ports; stopped (gracefully) after the test."""
-    running: Server = await nursery.start(Server(server_settings(db_url), db).run)
-    yield running
-    running.stop()
+async def server(db: Database, db_url: str) -> AsyncIterator[Server]:
+    """A real server on ephemeral ports; stopped gracefully, and waited for, after the test."""
+    async with trio.open_nursery() as nursery:
+        running: Server = await nursery.start(Server(server_settings(db_url), db).run)
+        yield running
+        running.stop()
 
 
 @pytest.fixture

@@ -70,18 +70,23 @@ class GroupCommitWriter:
         self._send.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit batches until `close()`; cancellation does not stop it.
+
+        Shielded on purpose: when the server is cancelled, connection tasks
+        still submit their last writes (offline marks) from shielded cleanup,
+        and every waiter must get its answer. The owner calls `close()` once
+        nothing can submit any more (server.py does so in a `finally`).
+        """
         task_status.started()
-        async with self._receive:
-            async for first in self._receive:
-                batch = [first]
-                while len(batch) < self._max_batch:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                # Shielded: a batch that started commits and answers even
-                # while the server shuts down.
-                with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            async with self._receive:
+                async for first in self._receive:
+                    batch = [first]
+                    while len(batch) < self._max_batch:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
                     await self._commit(batch)
 
     async def _commit(self, batch: list[_Item]) -> None:

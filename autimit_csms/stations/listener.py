@@ -65,12 +65,19 @@ class OcppService:
                         task_status=task_status)
 
             server = await connections.start(listen)
-            connections.start_soon(self._watchdog)
+            watchdog = trio.CancelScope()
+
+            async def watch() -> None:
+                with watchdog:
+                    await self._watchdog()
+
+            connections.start_soon(watch)
             log.info("OCPP-J 1.6 listener on %s://%s:%d%s{stationCode}",
                      "wss" if self.settings.tls_cert else "ws", host, server.port, PATH_PREFIX)
             task_status.started(server.port)
             await shutdown.wait()
             listener.cancel()
+            watchdog.cancel()
             self.sessions.close_all("server shutting down")
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -112,8 +119,12 @@ class OcppService:
             await ws.aclose(1002, f"subprotocol {SUBPROTOCOL} required")
             return
         ws = await request.accept(subprotocol=SUBPROTOCOL)
+        try:
+            remote = str(ws.remote)
+        except OSError:  # the peer is already gone; the session finds out on read
+            remote = "?"
         session = StationSession(ws, OcppProtocol(self.schemas, relaxed=relaxed), ctx,
-                                 self.sessions)
+                                 self.sessions, remote)
         try:
             await session.run(self.settings.ws_ping_interval)
         except DatabaseError as err:

@@ -50,8 +50,9 @@ class Metrics:
 
 class StationSession:
     def __init__(self, ws: WebSocketConnection, protocol: OcppProtocol, ctx: StationContext,
-                 registry: SessionRegistry) -> None:
+                 registry: SessionRegistry, remote: str = "?") -> None:
         self.ws = ws
+        self.remote = remote
         self.protocol = protocol
         self.ctx = ctx
         self.registry = registry
@@ -82,7 +83,7 @@ class StationSession:
         try:
             await self.writer.submit(SQL.station_connected, {
                 "station_id": self.ctx.station_id, "at": self.connected_at})
-            log.info("%s connected from %s", code, self.ws.remote)
+            log.info("%s connected from %s", code, self.remote)
             async with trio.open_nursery() as nursery:
                 if ping_interval > 0:
                     nursery.start_soon(self._ping, ping_interval)
@@ -209,6 +210,15 @@ class StationSession:
                 await self.ws.aclose(code, reason[:120])
             except Exception:  # noqa: BLE001 - the socket may be long gone
                 pass
+        # Bounded: a stuck database must not hold a shutdown forever; the
+        # housekeeping sweep marks the station offline later in that case.
+        with trio.move_on_after(10) as bounded:
+            await self._mark_offline(reason)
+        if bounded.cancelled_caught:
+            log.error("%s: could not mark offline in time", self.ctx.station_code)
+        log.info("%s disconnected: %s", self.ctx.station_code, reason)
+
+    async def _mark_offline(self, reason: str) -> None:
         try:
             await self.writer.submit(SQL.station_disconnected, {
                 "station_id": self.ctx.station_id, "connected_at": self.connected_at,
@@ -218,7 +228,6 @@ class StationSession:
         except DatabaseError as err:
             # The housekeeping sweep marks it offline once the database is back.
             log.error("%s: could not mark offline: %s", self.ctx.station_code, err)
-        log.info("%s disconnected: %s", self.ctx.station_code, reason)
 
 
 class SessionRegistry:
