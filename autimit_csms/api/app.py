@@ -229,13 +229,13 @@ class Body:
 
 def create_app(db: Database, *, admin_token: str, public_ocpp_url: str,
                verifier: Verifier | None = None) -> QuartTrio:
-    from . import accounts, id_tags, locations, stations
+    from . import accounts, id_tags, locations, reads, stations
 
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     app.extensions["autimit"] = {"db": db, "public_ocpp_url": public_ocpp_url.rstrip("/")}
     verifier = verifier or Verifier()
-    for module in (accounts, locations, stations, id_tags):
+    for module in (accounts, locations, stations, id_tags, reads):
         app.register_blueprint(module.blueprint)
 
     @app.before_request

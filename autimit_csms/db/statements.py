@@ -1,9 +1,10 @@
-"""Named SQL statements, loaded once from `queries.sql`.
+"""Named SQL statements, loaded once from the `.sql` files of this package.
 
 Owns: parsing `-- name: foo` blocks into `SQL.foo`. Every statement the service
-runs lives in that one file with `%(name)s` bound parameters; nothing builds SQL
-from strings. A name that is used but missing fails at import of the caller's
-first use, and `tests/db` checks every block parses and is referenced.
+runs lives in `db/*.sql` (queries.sql: writes and lookups of the charger and
+provisioning paths; reads.sql: the history/read API; commands.sql: commands
+and node ownership) with `%(name)s` bound parameters; nothing builds SQL from
+strings. Names are unique across the files.
 """
 
 from __future__ import annotations
@@ -17,20 +18,22 @@ _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
 class Statements:
-    def __init__(self, text: str) -> None:
-        parts = _NAME.split(text)
+    def __init__(self, *texts: str) -> None:
         found: dict[str, str] = {}
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            if name in found:
-                raise ValueError(f"statement {name!r} defined twice")
-            found[name] = body.strip().rstrip(";")
+        for text in texts:
+            parts = _NAME.split(text)
+            for name, body in zip(parts[1::2], parts[2::2], strict=True):
+                if name in found:
+                    raise ValueError(f"statement {name!r} defined twice")
+                found[name] = body.strip().rstrip(";")
         self.by_name: Final = MappingProxyType(found)
 
     def __getattr__(self, name: str) -> str:
         try:
             return self.by_name[name]
         except KeyError:
-            raise AttributeError(f"no statement named {name!r} in queries.sql") from None
+            raise AttributeError(f"no statement named {name!r} in db/*.sql") from None
 
 
-SQL: Final = Statements((Path(__file__).with_name("queries.sql")).read_text())
+SQL: Final = Statements(*(path.read_text()
+                           for path in sorted(Path(__file__).parent.glob("*.sql"))))

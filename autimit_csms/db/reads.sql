@@ -1,0 +1,2 @@
+-- The read API (ADR 0002 query rules): current-state tables for live views,
+-- history tables for charts, reports, uptime and faults. Bound parameters only.
