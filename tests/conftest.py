@@ -106,7 +106,7 @@ def server_settings(db_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         database_url=db_url, admin_token=ADMIN_TOKEN, api_listen="127.0.0.1:0",
         ocpp_listen="127.0.0.1:0", public_ocpp_url="ws://127.0.0.1:9/ocpp/1.6",
-        shutdown_grace=2)
+        shutdown_grace=0.5)
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -45,7 +45,7 @@ def iso(at: dt.datetime) -> str:
 
 
 async def run_charger(server: Server, station: Provisioned, scenario: Scenario, *,
-                      timeout: float = 30) -> None:
+                      limit: float = 30) -> None:
     """Connect an `ocpp` ChargePoint as `station` and run `scenario` in a worker thread."""
     url = ocpp_url(server, station.code)
     token = base64.b64encode(f"{station.code}:{station.secret}".encode()).decode()
@@ -58,13 +58,13 @@ async def run_charger(server: Server, station: Provisioned, scenario: Scenario, 
             cp = ChargePoint(station.code, ws, response_timeout=10)
             reader = asyncio.create_task(cp.start())
             try:
-                await asyncio.wait_for(scenario(cp), timeout)
+                await asyncio.wait_for(scenario(cp), limit)
             finally:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
                     await reader
 
-    with trio.fail_after(timeout + 10):
+    with trio.fail_after(limit + 10):
         await trio.to_thread.run_sync(lambda: asyncio.run(main()), abandon_on_cancel=True)
 
 
@@ -75,7 +75,8 @@ class Rows:
         self.url = url
 
     def all(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                             options="-c statement_timeout=5000") as conn:
             return conn.execute(sql, params).fetchall()
 
     def one(self, sql: str, *params: Any) -> tuple[Any, ...]:
@@ -251,10 +252,14 @@ async def test_ocpp_library_charger_full_flow(server: Server, api: httpx.AsyncCl
     await run_charger(server, station, scenario)
 
     # The ocpp charger closed its socket: the station is offline again.
-    with trio.fail_after(5):
-        while db.one("SELECT status FROM station_runtime_state WHERE station_id = %s",
-                     sid) != ("offline",):
+    state: tuple[Any, ...] = ()
+    with trio.move_on_after(5):
+        while True:
+            state = db.one("SELECT status FROM station_runtime_state WHERE station_id = %s", sid)
+            if state == ("offline",):
+                break
             await trio.sleep(0.05)
+    assert state == ("offline",)
 
 
 async def test_concurrent_tx_on_other_connector_and_other_station(

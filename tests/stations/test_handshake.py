@@ -10,6 +10,7 @@ accepted state that outlives a connection (OCPP-J errata §3.8).
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
 from typing import Any
 
@@ -20,8 +21,10 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
+from autimit_csms.db import Database
 from autimit_csms.server import Server
 
+from ..conftest import server_settings
 from .conftest import Provisioned, basic, boot, call, connect, ocpp_url, provision
 
 
@@ -243,3 +246,59 @@ async def test_rotated_secret(server: Server, station: Provisioned, db_url: str)
         assert ws.subprotocol == "ocpp1.6"
         with trio.fail_after(5):
             await boot(ws)
+
+
+async def test_hang_up_right_after_handshake_is_a_clean_disconnect(
+        server: Server, station: Provisioned, db_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A charger that closes while its 'connected' row is being committed."""
+    with psycopg.connect(db_url) as lock:
+        # hold the runtime row so the server's station_connected write waits
+        lock.execute("SELECT 1 FROM station_runtime_state WHERE station_id = %s FOR UPDATE",
+                     (station.id,))
+        async with connect(server, station.code, station.secret):
+            pass  # the charger closes at once
+        await trio.sleep(0.3)  # the server has seen the close and dropped the socket
+        lock.rollback()
+    with trio.fail_after(3):
+        while runtime_state(db_url, station.id)[0] != "offline":  # noqa: ASYNC110 - DB poll
+            await trio.sleep(0.05)
+    failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failures == []
+    reasons = sql(db_url, "SELECT reason FROM station_connection_events "
+                          "WHERE event_type = 'disconnected'")
+    assert len(reasons) == 1 and reasons[0][0].startswith("closed by peer"), reasons
+
+
+async def test_stop_without_connections_does_not_wait_for_the_grace(
+        db: Database, db_url: str) -> None:
+    async with trio.open_nursery() as nursery:
+        running: Server = await nursery.start(
+            Server(server_settings(db_url, shutdown_grace=3), db).run)
+        started = trio.current_time()
+        running.stop()
+    assert trio.current_time() - started < 1.5
+
+
+async def test_cancelled_server_still_marks_offline(
+        api: httpx.AsyncClient, db: Database, db_url: str, nursery: trio.Nursery) -> None:
+    """Cancelling the server from outside (as a parent nursery does) must still
+    leave the database true: its connected stations are marked offline."""
+    station = await provision(api, "CP-7")
+    scope = trio.CancelScope()
+    stopped = trio.Event()
+
+    async def run_server(task_status: trio.TaskStatus[Server]) -> None:
+        with scope:
+            await Server(server_settings(db_url), db).run(task_status=task_status)
+        stopped.set()
+
+    other: Server = await nursery.start(run_server)
+    async with connect(other, station.code, station.secret) as ws:
+        with trio.fail_after(5):
+            await boot(ws)
+        assert runtime_state(db_url, station.id)[0] == "online"
+        scope.cancel()
+        with trio.fail_after(5):
+            await stopped.wait()
+    assert runtime_state(db_url, station.id)[0] == "offline"

@@ -32,7 +32,8 @@ def iso(at: dt.datetime) -> str:
 
 
 def rows(db_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with psycopg.connect(db_url, autocommit=True, connect_timeout=5,
+                         options="-c statement_timeout=5000") as conn:
         return conn.execute(sql, params).fetchall()
 
 
@@ -99,7 +100,8 @@ async def test_stop_transaction_resent_does_not_bill_twice(
         assert await ok(ws, "StopTransaction", stop) == {}
         # a confused charger re-sending with other numbers does not re-bill either
         assert await ok(ws, "StopTransaction", {**stop, "meterStop": 9999,
-                                                "timestamp": iso(stopped + dt.timedelta(1))})
+                                                "timestamp": iso(stopped + dt.timedelta(1))}
+                        ) == {}
     after = rows(db_url, "SELECT status, meter_stop_wh, energy_wh, stopped_at, "
                  "stop_reason, updated_at FROM charging_sessions")
     assert after == before
@@ -281,13 +283,13 @@ async def test_signed_data_keeps_raw_value(server: Server, station: Provisioned,
         ("SignedData", None, SIGNED, "Wh")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: meter_values' unique key (schema.sql) leaves out `format`, so the SignedData "
-    "sample that chargers send next to the Raw value of the same measurand/timestamp "
-    "hits ON CONFLICT DO NOTHING and the signed billing evidence is silently dropped"))
 async def test_signed_data_next_to_raw_value_of_same_measurand_is_kept(
         server: Server, station: Provisioned, db_url: str) -> None:
-    """The usual Eichrecht/OCMF shape: the plain reading and its signed twin, one timestamp."""
+    """The usual Eichrecht/OCMF shape: the plain reading and its signed twin, one timestamp.
+
+    Regression: meter_values' unique key once left out `format`, and the signed
+    twin was dropped by ON CONFLICT DO NOTHING (fixed in c04a6c3).
+    """
     at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     async with connect(server, station.code, station.secret) as ws:
         with trio.fail_after(10):
@@ -303,23 +305,21 @@ async def test_signed_data_next_to_raw_value_of_same_measurand_is_kept(
 async def test_stop_then_immediate_close_is_still_committed(
         server: Server, station: Provisioned, db_url: str) -> None:
     """A hard reset: StopTransaction sent, socket closed without reading the answer."""
+    stopped = TWO_DAYS_AGO + dt.timedelta(minutes=30)
     async with connect(server, station.code, station.secret) as ws:
         with trio.fail_after(10):
             await boot(ws)
-        tx = (await ok(ws, "StartTransaction", start_payload()))["transactionId"]
-    stopped = TWO_DAYS_AGO + dt.timedelta(minutes=30)
-    ws_cm = connect(server, station.code, station.secret)
-    ws = await ws_cm.__aenter__()
-    try:
-        await ws.send_message(json.dumps([2, str(uuid.uuid4()), "StopTransaction", {
-            "transactionId": tx, "meterStop": 2500, "timestamp": iso(stopped),
-            "reason": "HardReset"}]))
-        with trio.fail_after(5):
+            tx = (await ok(ws, "StartTransaction", start_payload()))["transactionId"]
+            await ws.send_message(json.dumps([2, str(uuid.uuid4()), "StopTransaction", {
+                "transactionId": tx, "meterStop": 2500, "timestamp": iso(stopped),
+                "reason": "HardReset"}]))
             await ws.aclose()
-    finally:
-        with trio.fail_after(5):
-            await ws_cm.__aexit__(None, None, None)
-    with trio.fail_after(3):
+    await _expect_stopped(db_url, tx, stopped)
+
+
+async def _expect_stopped(db_url: str, tx: int, stopped: dt.datetime) -> None:
+    state: list[tuple[Any, ...]] = []
+    with trio.move_on_after(3):
         while True:
             state = rows(db_url, "SELECT status, energy_wh, stopped_at, stop_reason "
                          "FROM charging_sessions WHERE transaction_id = %s", tx)
@@ -329,3 +329,34 @@ async def test_stop_then_immediate_close_is_still_committed(
     assert state == [("completed", 1500, stopped, "HardReset")]
     assert rows(db_url, "SELECT event_type FROM session_events ORDER BY occurred_at") == [
         ("started",), ("stopped",)]
+
+
+async def test_stop_sent_and_closed_while_connection_is_being_registered(
+        server: Server, station: Provisioned, db_url: str) -> None:
+    """A charger reconnects, flushes its queued stop at once and hard-resets.
+
+    The connection's registration commit (station_connected) is held back by a
+    row lock, so the charger is gone before the session reads its first frame:
+    the frame is already received and must still be handled. Regression: the
+    session once read ws.remote (getpeername) after that commit, which raised
+    OSError on the closed socket and lost the stop (fixed in c04a6c3).
+    """
+    stopped = TWO_DAYS_AGO + dt.timedelta(minutes=30)
+    async with connect(server, station.code, station.secret) as ws:
+        with trio.fail_after(10):
+            await boot(ws)
+            tx = (await ok(ws, "StartTransaction", start_payload()))["transactionId"]
+    with psycopg.connect(db_url) as lock:  # a transaction stays open until rollback
+        lock.execute("SELECT 1 FROM station_runtime_state WHERE station_id = %s FOR UPDATE",
+                     (station.id,))
+        try:
+            async with connect(server, station.code, station.secret) as ws:
+                with trio.fail_after(10):
+                    await ws.send_message(json.dumps([2, str(uuid.uuid4()), "StopTransaction", {
+                        "transactionId": tx, "meterStop": 2500, "timestamp": iso(stopped),
+                        "reason": "HardReset"}]))
+                    await ws.aclose()
+            await trio.sleep(0.3)
+        finally:
+            lock.rollback()
+    await _expect_stopped(db_url, tx, stopped)
