@@ -76,7 +76,6 @@ class Database:
             max_size=max_size,
             open=False,
             timeout=timeout,
-            reconnect_timeout=0,  # never give up reconnecting: the DB may restart
             # A connection cut by a database restart is found (and replaced)
             # before use, not by a charger's message failing on it.
             check=ConnectionPool.check_connection,

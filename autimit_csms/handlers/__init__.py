@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from ..ocpp16 import CHARGER_TO_CSMS
-from .context import StationContext
+from .context import InvalidCall, StationContext
 from .lifecycle import (
     boot_notification,
     data_transfer,
@@ -50,4 +50,4 @@ ROUTES: Final[dict[str, Handler]] = {
 if set(ROUTES) != set(CHARGER_TO_CSMS):
     raise RuntimeError(f"unrouted actions: {sorted(set(CHARGER_TO_CSMS) ^ set(ROUTES))}")
 
-__all__ = ["ROUTES", "Handler", "StationContext"]
+__all__ = ["ROUTES", "Handler", "InvalidCall", "StationContext"]

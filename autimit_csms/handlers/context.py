@@ -10,6 +10,14 @@ from ..db import Database
 from ..db.writer import GroupCommitWriter
 
 
+class InvalidCall(Exception):
+    """A CALL the schema allows but OCPP forbids; answered with this CALLERROR code."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code, self.description = code, description
+
+
 @dataclass
 class StationContext:
     station_id: uuid.UUID

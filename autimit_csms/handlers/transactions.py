@@ -13,7 +13,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from ..db import SQL
-from .context import StationContext, iso, now, parse_time
+from ..ocpp16 import ErrorCode
+from .context import InvalidCall, StationContext, iso, now, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ async def authorize(ctx: StationContext, p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def start_transaction(ctx: StationContext, p: dict[str, Any]) -> dict[str, Any]:
+    if p["connectorId"] < 1:  # OCPP 1.6 §6.45: connectorId > 0
+        raise InvalidCall(ErrorCode.PropertyConstraintViolation, "connectorId must be > 0")
     # The CSMS re-verifies the tag (it may have been authorized offline with
     # stale data) but records the transaction whatever the verdict: the charger
     # may already be delivering energy (OCPP 1.6 §4.8).

@@ -22,7 +22,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ..db import SQL, DatabaseError
 from ..db.writer import GroupCommitWriter
-from ..handlers import ROUTES, StationContext
+from ..handlers import ROUTES, InvalidCall, StationContext
 from ..ocpp16 import (
     CallReceived,
     ErrorCode,
@@ -147,6 +147,8 @@ class StationSession:
         try:
             payload = await ROUTES[call.action](ctx, call.payload)
             return self.protocol.answer(call, payload)
+        except InvalidCall as err:
+            return self._error(call, err.code, err.description)
         except DatabaseError as err:
             log.warning("%s %s not stored (%s); answered InternalError so it is retried",
                         ctx.station_code, call.action, err)

@@ -360,3 +360,15 @@ async def test_stop_sent_and_closed_while_connection_is_being_registered(
         finally:
             lock.rollback()
     await _expect_stopped(db_url, tx, stopped)
+
+
+async def test_start_transaction_on_connector_zero_is_refused_not_stored(
+        server: Server, station: Provisioned, db_url: str) -> None:
+    async with connect(server, station.code, station.secret) as ws:
+        with trio.fail_after(10):
+            await boot(ws)
+            answer = await call(ws, "StartTransaction", {
+                "connectorId": 0, "idTag": "TAG", "meterStart": 0,
+                "timestamp": iso(dt.datetime.now(dt.UTC))})
+    assert answer[0] == 4 and answer[2] == "PropertyConstraintViolation", answer
+    assert rows(db_url, "SELECT count(*) FROM charging_sessions") == [(0,)]
