@@ -4,6 +4,7 @@
     └── Server.run: root nursery
         ├── GroupCommitWriter.run         (outlives everything that submits to it)
         └── front nursery
+            ├── CommandBus.run            (LISTEN/NOTIFY: commands for our stations)
             ├── REST API                  (api.serve_api, Hypercorn Trio worker)
             ├── OCPP listener             (stations.listener; one task per connection)
             └── housekeeping              (heartbeat watchdog)
@@ -29,6 +30,7 @@ from .db.writer import GroupCommitWriter
 from .ocpp16 import SchemaRegistry
 from .settings import Settings
 from .stations import OcppService, SessionRegistry
+from .stations.commands import CommandBus
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,13 @@ class Server:
                                     self.sessions)
             try:
                 async with trio.open_nursery() as front:
+                    self.commands = CommandBus(self.db, self.writer, self.sessions,
+                                               settings.command_timeout)
+                    await front.start(self.commands.run, shutdown)
                     app = create_app(self.db, admin_token=settings.admin_token,
                                      public_ocpp_url=settings.public_ocpp_url,
-                                     verifier=self.verifier)
+                                     verifier=self.verifier, commands=self.commands,
+                                     schemas=self.schemas)
                     self.api_urls = await front.start(partial(
                         serve_api, app, settings.api_listen, certfile=settings.tls_cert,
                         keyfile=settings.tls_key, shutdown=shutdown))

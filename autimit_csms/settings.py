@@ -26,6 +26,7 @@ class Settings:
     max_frame_bytes: int = 65536         # larger frames close the connection with 1009
     db_pool_size: int = 10
     shutdown_grace: float = 10           # seconds connections get to finish on SIGTERM
+    command_timeout: float = 30          # seconds a command waits for the charger's answer
 
 
 # (name, type, help): flag --name-with-dashes, env AUTIMIT_NAME; the contract first.
@@ -43,6 +44,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("max_frame_bytes", int, "largest accepted OCPP frame in bytes"),
     ("db_pool_size", int, "database connections per process"),
     ("shutdown_grace", float, "seconds open connections get to finish at shutdown"),
+    ("command_timeout", float, "seconds an API command waits for the charger (then 504)"),
 ]
 
 

@@ -23,6 +23,8 @@ from werkzeug.exceptions import HTTPException
 
 from ..credentials import Verifier, parse_api_key, same_token
 from ..db import SQL, ConstraintViolation, Database, DatabaseUnavailable
+from ..ocpp16 import SchemaRegistry
+from ..stations.commands import CommandBus
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,12 @@ def invalid(field: str, message: str) -> NoReturn:
 @dataclass(frozen=True)
 class Principal:
     account_id: uuid.UUID | None  # None = the admin token
+    key_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Who asked, for audit rows: never the token itself."""
+        return "admin" if self.key_id is None else f"api-key:{self.key_id}"
 
     @property
     def is_admin(self) -> bool:
@@ -91,7 +99,8 @@ def json_response(body: Any, status: int = 200) -> Response:
                     mimetype="application/json")
 
 
-async def json_body() -> Body:
+async def json_object() -> dict[str, Any]:
+    """The body as a JSON object, numbers exact; 400 when it is not one."""
     raw = await request.get_data()
     try:
         data = json.loads(raw or b"null", parse_float=Decimal)
@@ -99,7 +108,11 @@ async def json_body() -> Body:
         fail(400, "malformed_json", "request body is not valid JSON")
     if not isinstance(data, dict):
         fail(400, "malformed_json", "request body must be a JSON object")
-    return Body(data)
+    return data
+
+
+async def json_body() -> Body:
+    return Body(await json_object())
 
 
 def page_args() -> tuple[int, int]:
@@ -227,15 +240,16 @@ class Body:
                 invalid(name, "is not a known field")
 
 
-def create_app(db: Database, *, admin_token: str, public_ocpp_url: str,
-               verifier: Verifier | None = None) -> QuartTrio:
+def create_app(db: Database, *, admin_token: str, public_ocpp_url: str, verifier: Verifier,
+               commands: CommandBus, schemas: SchemaRegistry) -> QuartTrio:
     from . import accounts, id_tags, locations, reads, stations
+    from . import commands as commands_api
 
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
-    app.extensions["autimit"] = {"db": db, "public_ocpp_url": public_ocpp_url.rstrip("/")}
-    verifier = verifier or Verifier()
-    for module in (accounts, locations, stations, id_tags, reads):
+    app.extensions["autimit"] = {"db": db, "public_ocpp_url": public_ocpp_url.rstrip("/"),
+                                 "commands": commands, "schemas": schemas}
+    for module in (accounts, locations, stations, id_tags, reads, commands_api):
         app.register_blueprint(module.blueprint)
 
     @app.before_request
@@ -252,7 +266,7 @@ def create_app(db: Database, *, admin_token: str, public_ocpp_url: str,
         row = await db.fetch_one(SQL.find_api_key, {"key_id": key_id}) if key_id else None
         if row is None or not await verifier.verify(token, row["key_hash"]):
             fail(401, "unauthorized", "invalid bearer token")
-        g.principal = Principal(row["account_id"])
+        g.principal = Principal(row["account_id"], key_id)
 
     @app.errorhandler(ApiError)
     async def api_error(err: ApiError) -> Response:

@@ -12,14 +12,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
 import trio
+from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..ocpp16.codec import encode_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,8 +33,13 @@ Row = dict[str, Any]
 
 
 def as_json(value: Any) -> Jsonb:
-    """A jsonb parameter (OCPP payload numbers are Decimal)."""
-    return Jsonb(value, dumps=lambda v: json.dumps(v, default=float))
+    """A jsonb parameter; Decimal numbers are written exactly (11.10 stays 11.10)."""
+    return Jsonb(value, dumps=encode_json)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # json/jsonb come back with exact numbers, as OCPP payloads went in.
+    set_json_loads(partial(json.loads, parse_float=Decimal), conn)
 
 
 class DatabaseError(Exception):
@@ -70,16 +80,23 @@ class Database:
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10,
                  timeout: float = 5.0) -> None:
+        self._url = url
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             open=False,
             timeout=timeout,
+            # A connection that fails is not retried in the background with
+            # growing back-off (which after an outage leaves the pool empty for
+            # up to a minute): it is dropped, and the next request that needs a
+            # connection opens one at once.
+            reconnect_timeout=0,
             # A connection cut by a database restart is found (and replaced)
             # before use, not by a charger's message failing on it.
             check=ConnectionPool.check_connection,
             kwargs={"autocommit": True, "row_factory": dict_row},
+            configure=_configure,
             name="autimit",
         )
         self._limiter = trio.CapacityLimiter(max_size)
@@ -121,6 +138,32 @@ class Database:
     async def execute(self, sql: str, params: Params = None) -> int:
         return await self.run(lambda conn: conn.execute(sql, params).rowcount)
 
-    async def execute_script(self, sql: str) -> None:
-        """A whole file of statements, as psql would run it (no parameters)."""
-        await self.run(lambda conn: conn.execute(sql.encode()))  # type: ignore[arg-type]
+    async def listen(self, channels: tuple[str, ...],
+                     on_notify: Callable[[str, str], None]) -> None:
+        """LISTEN on `channels` with a dedicated connection; call `on_notify(channel,
+        payload)` for each notification until cancelled. Raises DatabaseUnavailable
+        when the connection is lost (the caller decides to retry)."""
+
+        def connect() -> psycopg.Connection[Any]:
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+            for channel in channels:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            return conn
+
+        def wait(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+            # stop_after=1: hand over each notification as soon as it arrives
+            return [(n.channel, n.payload) for n in conn.notifies(timeout=1.0, stop_after=1)]
+
+        try:
+            conn = await trio.to_thread.run_sync(connect)
+        except psycopg.Error as exc:
+            raise translate(exc) from None
+        try:
+            while True:
+                for channel, payload in await trio.to_thread.run_sync(wait, conn):
+                    on_notify(channel, payload)
+        except psycopg.Error as exc:
+            raise translate(exc) from None
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(conn.close)

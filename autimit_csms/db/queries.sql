@@ -160,7 +160,8 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- name: station_connected
 WITH state AS (
     UPDATE station_runtime_state
-    SET status = 'online', connected_at = %(at)s, last_seen_at = %(at)s, updated_at = now()
+    SET status = 'online', connected_at = %(at)s, last_seen_at = %(at)s,
+        node_id = %(node_id)s, updated_at = now()
     WHERE station_id = %(station_id)s
     RETURNING station_id
 )
@@ -172,7 +173,7 @@ SELECT station_id, %(at)s, 'connected' FROM state;
 -- offline: a replaced connection closing late must not undo its successor.
 WITH state AS (
     UPDATE station_runtime_state
-    SET status = 'offline', disconnected_at = %(at)s, updated_at = now()
+    SET status = 'offline', disconnected_at = %(at)s, node_id = NULL, updated_at = now()
     WHERE station_id = %(station_id)s AND connected_at = %(connected_at)s
     RETURNING station_id
 )
@@ -296,6 +297,10 @@ WITH existing AS (
            %(reservation_id)s, %(meter_start)s, %(started_at)s
     WHERE NOT EXISTS (SELECT 1 FROM existing)
     RETURNING id, transaction_id, id_tag_status
+), reservation AS (
+    UPDATE reservations SET status = 'used', updated_at = now()
+    WHERE station_id = %(station_id)s AND reservation_id = %(reservation_id)s
+      AND EXISTS (SELECT 1 FROM created)
 ), history AS (
     INSERT INTO session_events (station_id, session_id, transaction_id, occurred_at,
                                 event_type, id_tag, meter_wh)
@@ -393,7 +398,7 @@ VALUES (%(station_id)s, %(at)s, %(action)s, %(payload)s);
 -- left 'online' by a process that died): silent for too long means offline.
 WITH state AS (
     UPDATE station_runtime_state
-    SET status = 'offline', disconnected_at = now(), updated_at = now()
+    SET status = 'offline', disconnected_at = now(), node_id = NULL, updated_at = now()
     WHERE status <> 'offline' AND last_seen_at < now() - %(silence)s::interval
       AND NOT (station_id = ANY (%(held)s::uuid[]))
     RETURNING station_id

@@ -182,6 +182,13 @@ def encode(message: Message) -> str:
     return "".join(parts)
 
 
+def encode_json(value: Any) -> str:
+    """Any JSON value, compact, numbers exact (Decimal stays as written)."""
+    parts: list[str] = []
+    _encode_value(value, parts)
+    return "".join(parts)
+
+
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # ensure_ascii=False
 
 

@@ -228,6 +228,15 @@ class SchemaRegistry:
     def is_known(self, action: str) -> bool:
         return action in KNOWN_ACTIONS
 
+    def in_schema_order(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The request payload with members in the schema's order, recursively.
+
+        Some charger firmware parses rigidly; outbound CALLs follow the schema's
+        member order whatever order the API client used.
+        """
+        validator = self._validators[action, "request"]
+        return _ordered(validator.schema, payload)  # type: ignore[no-any-return]
+
     def validate_request(
         self, action: str, payload: dict[str, Any], *, relaxed: bool = False
     ) -> list[str]:
@@ -254,6 +263,16 @@ class SchemaRegistry:
         if error is not None:
             raise OcppError(error_code_for(error), _describe(error))
         return warnings
+
+
+def _ordered(schema: Any, value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(schema, dict):
+        properties = schema.get("properties", {})
+        keys = [k for k in properties if k in value] + [k for k in value if k not in properties]
+        return {k: _ordered(properties.get(k, {}), value[k]) for k in keys}
+    if isinstance(value, list) and isinstance(schema, dict):
+        return [_ordered(schema.get("items", {}), item) for item in value]
+    return value
 
 
 def _enum_errors_to(

@@ -82,7 +82,8 @@ class StationSession:
             previous.close("replaced by a new connection")
         try:
             await self.writer.submit(SQL.station_connected, {
-                "station_id": self.ctx.station_id, "at": self.connected_at})
+                "station_id": self.ctx.station_id, "at": self.connected_at,
+                "node_id": self.registry.node_id})
             log.info("%s connected from %s", code, self.remote)
             async with trio.open_nursery() as nursery:
                 if ping_interval > 0:
@@ -235,7 +236,8 @@ class StationSession:
 class SessionRegistry:
     """The live sessions of this process, one per station."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_id: uuid.UUID | None = None) -> None:
+        self.node_id = node_id or uuid.uuid4()  # this process, as csms_nodes.id
         self._sessions: dict[uuid.UUID, StationSession] = {}
         self.metrics = Metrics()
 
