@@ -264,6 +264,7 @@ CREATE TABLE IF NOT EXISTS meter_values (
     UNIQUE NULLS NOT DISTINCT (station_id, connector_number, sampled_at, measurand, context,
                                location, phase, format)
 );
+CREATE INDEX IF NOT EXISTS meter_values_station_time_idx ON meter_values (station_id, sampled_at);
 CREATE INDEX IF NOT EXISTS meter_values_transaction_idx
     ON meter_values (transaction_id, sampled_at) WHERE transaction_id IS NOT NULL;
 

@@ -63,8 +63,7 @@ async def send_command(station_id: str, action: str) -> Response:
         invalid(field or "payload", err.description.split(": ", 1)[-1])
     bus: CommandBus = context()["commands"]
     try:
-        command = await bus.execute(station["id"], action, schemas.in_schema_order(action, payload),
-                                    principal().name)
+        command = await bus.execute(station["id"], action, payload, principal().name)
     except StationOffline as offline:
         fail(409, "station_offline", f"the station is not connected (command {offline})")
     return json_response(present(command), HTTP_STATUS[command["status"]])

@@ -398,13 +398,14 @@ VALUES (%(station_id)s, %(at)s, %(action)s, %(payload)s);
 -- left 'online' by a process that died): silent for too long means offline.
 WITH state AS (
     UPDATE station_runtime_state
-    SET status = 'offline', disconnected_at = now(), node_id = NULL, updated_at = now()
+    SET status = 'offline', disconnected_at = last_seen_at, node_id = NULL, updated_at = now()
     WHERE status <> 'offline' AND last_seen_at < now() - %(silence)s::interval
       AND NOT (station_id = ANY (%(held)s::uuid[]))
-    RETURNING station_id
+    RETURNING station_id, last_seen_at
 )
+-- dated at the last sign of life, so uptime is not overstated
 INSERT INTO station_connection_events (station_id, occurred_at, event_type, reason)
-SELECT station_id, now(), 'timed_out', 'no message within the offline limit' FROM state
+SELECT station_id, last_seen_at, 'timed_out', 'no message within the offline limit' FROM state
 RETURNING station_id;
 
 -- name: touch_stations

@@ -183,7 +183,8 @@ class OcppProtocol:
             raise OcppError(ErrorCode.NotSupported, f"{action[:50]!r} is not sent by a CSMS")
         self._registry.validate_request(action, payload)
         unique_id = self._new_id()
-        text = encode(Call(unique_id, action, payload))
+        # Members in the schema's order: some firmware parses rigidly.
+        text = encode(Call(unique_id, action, self._registry.in_schema_order(action, payload)))
         self._outstanding = (unique_id, action)
         return unique_id, text
 
