@@ -6,6 +6,10 @@ INSERT INTO csms_nodes (id, hostname, pid) VALUES (%(id)s, %(hostname)s, %(pid)s
 ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
 
 -- name: node_heartbeat
+-- Also forgets processes gone for an hour (their stations were swept offline).
+WITH gone AS (
+    DELETE FROM csms_nodes WHERE last_seen_at < now() - interval '1 hour'
+)
 UPDATE csms_nodes SET last_seen_at = now() WHERE id = %(id)s;
 
 -- name: forget_node
