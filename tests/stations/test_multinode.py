@@ -117,7 +117,8 @@ async def test_a_dead_process_leaves_no_station_held(nodes: tuple[Node, Node],
     await b.ready()
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with httpx.AsyncClient(base_url=a.base, headers=headers, timeout=30) as api_a:
-        station = await provision(api_a, code="MULTI-2")        url = f"ws://127.0.0.1:{b.ocpp_port}/ocpp/1.6/{station.code}"
+        station = await provision(api_a, code="MULTI-2")
+        url = f"ws://127.0.0.1:{b.ocpp_port}/ocpp/1.6/{station.code}"
         async with open_websocket_url(url, subprotocols=["ocpp1.6"],
                                       extra_headers=[basic(station.code, station.secret)]) as ws:
             await boot(ws)
