@@ -33,7 +33,8 @@ HTTP_STATUS = {"answered": 200, "call_error": 502, "failed": 502, "timeout": 504
 
 
 def present(row: Row) -> dict[str, Any]:
-    error = ({"code": row["error_code"], "description": row["error_description"]}
+    # the contract's error shape, so a 409/502/504 reads like every other error
+    error = ({"code": row["error_code"], "message": row["error_description"] or ""}
              if row["error_code"] else None)
     return {"id": row["id"], "stationId": row["station_id"], "action": row["action"],
             "payload": row["payload"], "requestedBy": row["requested_by"],
@@ -66,6 +67,8 @@ async def send_command(station_id: str, action: str) -> Response:
         command = await bus.execute(station["id"], action, payload, principal().name)
     except StationOffline as offline:
         fail(409, "station_offline", f"the station is not connected (command {offline})")
+    if command["status"] == "offline":  # it went away while the command waited
+        fail(409, "station_offline", f"the station disconnected (command {command['id']})")
     return json_response(present(command), HTTP_STATUS[command["status"]])
 
 

@@ -195,7 +195,7 @@ async def test_call_error_from_charger_is_returned(
             r = await api.post(f"/api/stations/{station.id}/commands/ClearCache", json={})
     assert r.status_code == 502
     assert r.json()["status"] == "call_error"
-    assert r.json()["error"] == {"code": "NotSupported", "description": "no"}
+    assert r.json()["error"] == {"code": "NotSupported", "message": "no"}
 
 
 async def test_concurrent_commands_queue_one_at_a_time(
