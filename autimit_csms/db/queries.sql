@@ -369,20 +369,16 @@ FROM target, unnest(%(sampled_at)s::timestamptz[], %(measurand)s::text[], %(phas
      AS v(sampled_at, measurand, phase, location, context, unit, value, format, raw_value)
 ON CONFLICT DO NOTHING;
 
--- name: firmware_status
+-- name: progress_notification
+-- Firmware/DiagnosticsStatusNotification: the latest status on the station,
+-- each report in the log.
 WITH state AS (
     UPDATE station_runtime_state
-    SET firmware_status = %(status)s, updated_at = now()
-    WHERE station_id = %(station_id)s
-    RETURNING station_id
-)
-INSERT INTO station_notifications (station_id, occurred_at, action, payload)
-SELECT station_id, %(at)s, %(action)s, %(payload)s FROM state;
-
--- name: diagnostics_status
-WITH state AS (
-    UPDATE station_runtime_state
-    SET diagnostics_status = %(status)s, updated_at = now()
+    SET firmware_status = CASE WHEN %(action)s = 'FirmwareStatusNotification' THEN %(status)s
+                               ELSE firmware_status END,
+        diagnostics_status = CASE WHEN %(action)s = 'DiagnosticsStatusNotification'
+                                  THEN %(status)s ELSE diagnostics_status END,
+        updated_at = now()
     WHERE station_id = %(station_id)s
     RETURNING station_id
 )

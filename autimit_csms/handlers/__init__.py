@@ -17,10 +17,9 @@ from .context import InvalidCall, StationContext
 from .lifecycle import (
     boot_notification,
     data_transfer,
-    diagnostics_status_notification,
-    firmware_status_notification,
     heartbeat,
     notification,
+    progress_notification,
     sign_certificate,
     status_notification,
 )
@@ -37,8 +36,8 @@ ROUTES: Final[dict[str, Handler]] = {
     "StopTransaction": stop_transaction,
     "MeterValues": meter_values,
     "DataTransfer": data_transfer,
-    "DiagnosticsStatusNotification": diagnostics_status_notification,
-    "FirmwareStatusNotification": firmware_status_notification,
+    "DiagnosticsStatusNotification": progress_notification("DiagnosticsStatusNotification"),
+    "FirmwareStatusNotification": progress_notification("FirmwareStatusNotification"),
     "SecurityEventNotification": notification("SecurityEventNotification"),
     "SignedFirmwareStatusNotification": notification("SignedFirmwareStatusNotification"),
     "LogStatusNotification": notification("LogStatusNotification"),

@@ -77,19 +77,18 @@ async def data_transfer(ctx: StationContext, p: dict[str, Any]) -> dict[str, Any
     return {"status": "UnknownVendorId"}
 
 
-async def diagnostics_status_notification(ctx: StationContext, p: dict[str, Any]
-                                          ) -> dict[str, Any]:
-    await ctx.writer.submit(SQL.diagnostics_status, {
-        "station_id": ctx.station_id, "at": now(), "status": p["status"],
-        "action": "DiagnosticsStatusNotification", "payload": as_json(p)})
-    return {}
+def progress_notification(action: str) -> Callable[[StationContext, dict[str, Any]],
+                                                   Awaitable[dict[str, Any]]]:
+    """Firmware/DiagnosticsStatusNotification: always answered {}, never an error
+    (OCPP 1.6 §4.4, §4.5)."""
 
+    async def store(ctx: StationContext, p: dict[str, Any]) -> dict[str, Any]:
+        await ctx.writer.submit(SQL.progress_notification, {
+            "station_id": ctx.station_id, "at": now(), "status": p["status"],
+            "action": action, "payload": as_json(p)})
+        return {}
 
-async def firmware_status_notification(ctx: StationContext, p: dict[str, Any]) -> dict[str, Any]:
-    await ctx.writer.submit(SQL.firmware_status, {
-        "station_id": ctx.station_id, "at": now(), "status": p["status"],
-        "action": "FirmwareStatusNotification", "payload": as_json(p)})
-    return {}
+    return store
 
 
 def notification(action: str) -> Callable[[StationContext, dict[str, Any]],

@@ -57,3 +57,19 @@ async def test_rotated_secret_and_deactivation_apply_to_new_connections(
         assert rejected.status_code == 401
     r = await api.patch(f"/api/stations/{station.id}", json={"ocppRelaxedValidation": "yes"})
     assert r.status_code == 422
+
+
+async def test_progress_notifications_update_the_station(server: Server, station: Provisioned,
+                                                         db_url: str) -> None:
+    async with connect(server, station.code, station.secret) as ws:
+        await boot(ws)
+        assert (await call(ws, "FirmwareStatusNotification", {"status": "Installing"}))[0] == 3
+        for action, status in (("FirmwareStatusNotification", "Installed"),
+                               ("DiagnosticsStatusNotification", "Uploaded")):
+            answer = await call(ws, action, {"status": status})
+            assert answer[0] == 3 and answer[2] == {}
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute(
+            "SELECT firmware_status, diagnostics_status FROM station_runtime_state "
+            "WHERE station_id = %s", (station.id,)).fetchone() == ("Installed", "Uploaded")
+        assert conn.execute("SELECT count(*) FROM station_notifications").fetchone() == (3,)
