@@ -78,7 +78,7 @@ class OcppService:
             await shutdown.wait()
             listener.cancel()
             watchdog.cancel()
-            self.sessions.close_all("server shutting down")
+            self.sessions.close_all("server shutting down", code=1001)  # going away
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.settings.tls_cert:
@@ -159,7 +159,7 @@ class OcppService:
                 if clock - session.last_activity > limit:
                     log.warning("%s silent for %.0f s; closing", session.ctx.station_code,
                                 clock - session.last_activity)
-                    session.close(f"silent for more than {limit:.0f} s")
+                    session.close(f"silent for more than {limit:.0f} s", timed_out=True)
                 else:
                     held.append(session.ctx.station_id)
             try:

@@ -59,6 +59,8 @@ class StationSession:
         self.connected_at = dt.datetime.now(dt.UTC)
         self.last_activity = trio.current_time()
         self._closing: str | None = None
+        self._close_code = 1000             # 1001 when the server goes away
+        self._timed_out = False             # recorded as 'timed_out', not 'disconnected'
         self._read_scope: trio.CancelScope | None = None
         self._call_lock = trio.Lock()
         self._answer: trio.MemorySendChannel[ResultReceived | ErrorReceived] | None = None
@@ -67,10 +69,10 @@ class StationSession:
     def writer(self) -> GroupCommitWriter:
         return self.ctx.writer
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, *, code: int = 1000, timed_out: bool = False) -> None:
         """Finish the message in hand, then close. Safe to call more than once."""
         if self._closing is None:
-            self._closing = reason
+            self._closing, self._close_code, self._timed_out = reason, code, timed_out
         if self._read_scope is not None:
             self._read_scope.cancel()
 
@@ -200,7 +202,7 @@ class StationSession:
                     return
             if scope.cancelled_caught:
                 log.warning("%s did not answer a ping; closing", self.ctx.station_code)
-                self.close("ping timeout")
+                self.close("ping timeout", timed_out=True)
                 return
             self.last_activity = trio.current_time()
 
@@ -209,8 +211,7 @@ class StationSession:
         self.registry.detach(self)
         with trio.move_on_after(2):
             try:
-                code = 1001 if "shutting down" in reason else 1000
-                await self.ws.aclose(code, reason[:120])
+                await self.ws.aclose(self._close_code, reason[:120])
             except Exception:  # noqa: BLE001 - the socket may be long gone
                 pass
         # Bounded: a stuck database must not hold a shutdown forever; the
@@ -226,8 +227,7 @@ class StationSession:
             await self.writer.submit(SQL.station_disconnected, {
                 "station_id": self.ctx.station_id, "connected_at": self.connected_at,
                 "at": dt.datetime.now(dt.UTC), "reason": reason[:200],
-                "event_type": "timed_out" if "silent" in reason or "ping" in reason
-                else "disconnected"})
+                "event_type": "timed_out" if self._timed_out else "disconnected"})
         except DatabaseError as err:
             # The housekeeping sweep marks it offline once the database is back.
             log.error("%s: could not mark offline: %s", self.ctx.station_code, err)
@@ -259,6 +259,6 @@ class SessionRegistry:
     def sessions(self) -> list[StationSession]:
         return list(self._sessions.values())
 
-    def close_all(self, reason: str) -> None:
+    def close_all(self, reason: str, *, code: int = 1000) -> None:
         for session in self.sessions():
-            session.close(reason)
+            session.close(reason, code=code)
