@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -16,6 +18,7 @@ async def serve_api(app: QuartTrio, listen: str, *, certfile: str | None = None,
     config.bind = [listen]
     config.certfile, config.keyfile = certfile, keyfile
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # ours, not a second stderr
     config.graceful_timeout = 5
     await serve(app, config, shutdown_trigger=shutdown.wait,  # type: ignore[arg-type]
                 task_status=task_status)
