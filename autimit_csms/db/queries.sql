@@ -348,6 +348,8 @@ SELECT (SELECT id FROM target) AS session_id,
 -- One row per sampled value; a replayed MeterValues (same content, new
 -- message id) hits the unique key and is stored once. connector_number NULL
 -- (StopTransaction's transactionData) means the connector of the transaction.
+-- The samples travel as one JSON array (one parameter): measured cheaper to
+-- send than nine typed arrays.
 WITH target AS (
     SELECT COALESCE(%(connector_number)s::integer,
                     (SELECT connector_number FROM charging_sessions
@@ -363,10 +365,9 @@ INSERT INTO meter_values (station_id, connector_number, transaction_id, sampled_
                           phase, location, context, unit, value, format, raw_value)
 SELECT %(station_id)s, target.connector_number, %(transaction_id)s, v.sampled_at, v.measurand,
        v.phase, v.location, v.context, v.unit, v.value, v.format, v.raw_value
-FROM target, unnest(%(sampled_at)s::timestamptz[], %(measurand)s::text[], %(phase)s::text[],
-                    %(location)s::text[], %(context)s::text[], %(unit)s::text[],
-                    %(value)s::numeric[], %(format)s::text[], %(raw_value)s::text[])
-     AS v(sampled_at, measurand, phase, location, context, unit, value, format, raw_value)
+FROM target, jsonb_to_recordset(%(samples)s::jsonb)
+     AS v(sampled_at timestamptz, measurand text, phase text, location text, context text,
+          unit text, value numeric, format text, raw_value text)
 ON CONFLICT DO NOTHING;
 
 -- name: progress_notification

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from ..db import SQL
 from ..ocpp16 import ErrorCode
+from ..ocpp16.codec import encode_json
 from .context import InvalidCall, StationContext, iso, now, parse_time
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,8 @@ def _samples(meter_values: list[dict[str, Any]]) -> list[tuple[dt.datetime, dict
 
 def _meter_rows(ctx: StationContext, connector_number: int | None, transaction_id: int | None,
                 samples: list[tuple[dt.datetime, dict[str, Any]]]) -> dict[str, Any]:
-    """Column arrays for one INSERT ... SELECT FROM unnest(...) of every sample."""
-    columns: dict[str, list[Any]] = {name: [] for name in (
-        "sampled_at", "measurand", "phase", "location", "context", "unit", "value", "format",
-        "raw_value")}
+    """Parameters of insert_meter_values: every sample as one JSON array of rows."""
+    rows = []
     for sampled_at, sv in samples:
         sample = {**SAMPLE_DEFAULTS, **sv}
         unit, factor = BASE_UNITS.get(sample["unit"], (sample["unit"], 1))
@@ -130,14 +129,10 @@ def _meter_rows(ctx: StationContext, connector_number: int | None, transaction_i
             if value is not None and not value.is_finite():
                 value = None
         keep_raw = sample["format"] == "SignedData" or value is None
-        columns["sampled_at"].append(sampled_at)
-        columns["measurand"].append(sample["measurand"])
-        columns["phase"].append(sample.get("phase"))
-        columns["location"].append(sample["location"])
-        columns["context"].append(sample["context"])
-        columns["unit"].append(unit)
-        columns["value"].append(value)
-        columns["format"].append(sample["format"])
-        columns["raw_value"].append(sample["value"] if keep_raw else None)
+        rows.append({"sampled_at": sampled_at.isoformat(), "measurand": sample["measurand"],
+                     "phase": sample.get("phase"), "location": sample["location"],
+                     "context": sample["context"], "unit": unit, "value": value,
+                     "format": sample["format"], "raw_value": sample["value"] if keep_raw
+                     else None})
     return {"station_id": ctx.station_id, "connector_number": connector_number,
-            "transaction_id": transaction_id, **columns}
+            "transaction_id": transaction_id, "samples": encode_json(rows)}
