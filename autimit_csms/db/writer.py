@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import psycopg
 import trio
@@ -100,7 +101,7 @@ class GroupCommitWriter:
             # One item broke the transaction: give each its own.
             for item in batch:
                 try:
-                    await self._db.run(lambda conn, item=item: _run_batch(conn, [item]))
+                    await self._db.run(partial(_run_alone, item))
                 except DatabaseError as err:
                     item.error = err
                     self.stats.failed_items += 1
@@ -110,6 +111,10 @@ class GroupCommitWriter:
         self.stats.commit_seconds += time.perf_counter() - started
         for item in batch:
             item.done.set()
+
+
+def _run_alone(item: _Item, conn: psycopg.Connection[Row]) -> None:
+    _run_batch(conn, [item])
 
 
 def _run_batch(conn: psycopg.Connection[Row], batch: list[_Item]) -> None:

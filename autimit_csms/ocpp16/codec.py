@@ -189,7 +189,7 @@ def encode_json(value: Any) -> str:
     return "".join(parts)
 
 
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # ensure_ascii=False
+_encode_str = json.encoder.encode_basestring  # ensure_ascii=False
 
 
 def _encode_value(value: Any, out: list[str]) -> None:

@@ -141,7 +141,7 @@ def _exact_multiple_of(
 
 
 def _strict(base: type[Validator]) -> type[Validator]:
-    return extend(
+    return extend(  # type: ignore[no-any-return,no-untyped-call]  # jsonschema's stubs
         base,
         validators={"multipleOf": _exact_multiple_of},
         type_checker=base.TYPE_CHECKER.redefine("integer", _is_strict_integer),
