@@ -113,6 +113,13 @@ class Run:
                 self.done += 1
 
 
+def server_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def server_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -120,6 +127,7 @@ def server_cpu(pid: int) -> float:
 
 async def drive(port: int, pid: int, stations: list[tuple[str, str]], messages: int) -> dict:
     run = Run(port, stations, messages)
+    rss0 = server_rss_kib(pid)
     cpu0 = server_cpu(pid)
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -128,6 +136,8 @@ async def drive(port: int, pid: int, stations: list[tuple[str, str]], messages: 
         await run.all_admitted.wait()
         storm = time.perf_counter() - t0
         cpu_storm = server_cpu(pid) - cpu0
+        await trio.sleep(1)
+        rss_connected = server_rss_kib(pid) - rss0
         cpu1 = server_cpu(pid)
         t1 = time.perf_counter()
         run.start_load.set()
@@ -137,6 +147,7 @@ async def drive(port: int, pid: int, stations: list[tuple[str, str]], messages: 
     return {
         "stations": len(stations), "storm_seconds_all_admitted": round(storm, 2),
         "storm_server_cpu_seconds": round(cpu_storm, 2),
+        "server_rss_kib_per_booted_connection": round(rss_connected / len(stations), 1),
         "meter_values": total, "load_seconds": round(elapsed, 2),
         "meter_values_per_second": round(total / elapsed, 1),
         "server_cpu_us_per_meter_values": round(cpu_load / total * 1e6, 1),
