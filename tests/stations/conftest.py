@@ -7,6 +7,7 @@ the database is the real PostgreSQL of tests/conftest.py.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from trio_websocket import WebSocketConnection, open_websocket_url
 
@@ -79,6 +81,18 @@ async def call(ws: WebSocketConnection, action: str, payload: dict[str, Any],
     """Send a CALL and return the decoded answer frame."""
     await ws.send_message(json.dumps([2, unique_id or str(uuid.uuid4()), action, payload]))
     return json.loads(await ws.get_message())
+
+
+def iso(at: dt.datetime) -> str:
+    """An OCPP dateTime, as chargers write it."""
+    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def rows(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Read the database from outside the server (what is committed is visible)."""
+    with psycopg.connect(db_url, autocommit=True, connect_timeout=5,
+                         options="-c statement_timeout=5000") as conn:
+        return conn.execute(query, params).fetchall()
 
 
 async def boot(ws: WebSocketConnection) -> list[Any]:

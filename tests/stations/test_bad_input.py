@@ -24,7 +24,7 @@ from autimit_csms.db import Database
 from autimit_csms.server import Server
 
 from ..conftest import server_settings
-from .conftest import Provisioned, boot, call, connect
+from .conftest import Provisioned, boot, call, connect, rows
 
 ERROR_CODES_16 = {
     "NotImplemented", "NotSupported", "InternalError", "ProtocolError", "SecurityError",
@@ -102,11 +102,6 @@ async def ws(server: Server, station: Provisioned) -> AsyncIterator[WebSocketCon
         with trio.fail_after(5):
             await boot(conn)
         yield conn
-
-
-def rows(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 async def assert_usable(ws: WebSocketConnection) -> None:

@@ -27,7 +27,7 @@ from ocpp.v16 import ChargePoint, call
 
 from autimit_csms.server import Server
 
-from .conftest import Provisioned, boot, connect, ocpp_url, provision
+from .conftest import Provisioned, boot, connect, iso, ocpp_url, provision
 from .conftest import call as raw_call
 
 Scenario = Callable[[ChargePoint], Awaitable[None]]
@@ -38,10 +38,6 @@ async def create_tag(api: httpx.AsyncClient, account_id: str, id_tag: str,
     r = await api.post("/api/id-tags", json={"accountId": account_id, "idTag": id_tag, **extra})
     assert r.status_code == 201, r.text
     return r.json()
-
-
-def iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def run_charger(server: Server, station: Provisioned, scenario: Scenario, *,

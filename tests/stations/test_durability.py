@@ -27,17 +27,7 @@ from autimit_csms.localpg import LocalPostgres
 from autimit_csms.server import Server
 
 from ..conftest import ADMIN_TOKEN, server_settings
-from .conftest import Provisioned, boot, call, connect, provision
-
-
-def iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def rows(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url, autocommit=True, connect_timeout=5,
-                         options="-c statement_timeout=5000") as conn:
-        return conn.execute(query, params).fetchall()
+from .conftest import Provisioned, boot, call, connect, iso, provision, rows
 
 
 def db_name(db_url: str) -> str:
@@ -245,7 +235,6 @@ async def test_no_answer_until_the_commit_is_done(server: Server, station: Provi
         assert answer == '[3,"stop-1",{}]'
         assert rows(db_url, "SELECT status, energy_wh FROM charging_sessions") == [
             ("completed", 800)]
-
 
 
 async def test_database_restart_alone_costs_no_charger_an_error(

@@ -22,19 +22,9 @@ from trio_websocket import WebSocketConnection
 
 from autimit_csms.server import Server
 
-from .conftest import Provisioned, boot, call, connect
+from .conftest import Provisioned, boot, call, connect, iso, rows
 
 TWO_DAYS_AGO = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=2)
-
-
-def iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def rows(db_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url, autocommit=True, connect_timeout=5,
-                         options="-c statement_timeout=5000") as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 async def ok(ws: WebSocketConnection, action: str, payload: dict[str, Any]) -> dict[str, Any]:
