@@ -345,29 +345,35 @@ SELECT (SELECT id FROM target) AS session_id,
        (SELECT energy_wh FROM closed) AS energy_wh;
 
 -- name: insert_meter_values
--- One row per sampled value; a replayed MeterValues (same content, new
--- message id) hits the unique key and is stored once. connector_number NULL
--- (StopTransaction's transactionData) means the connector of the transaction.
--- The samples travel as one JSON array (one parameter): measured cheaper to
--- send than nine typed arrays.
-WITH target AS (
-    SELECT COALESCE(%(connector_number)s::integer,
-                    (SELECT connector_number FROM charging_sessions
-                     WHERE station_id = %(station_id)s
-                       AND transaction_id = %(transaction_id)s::integer),
-                    0) AS connector_number
+-- One row per sampled value, of one or many messages: the group-commit writer
+-- merges the `rows` of every MeterValues in a batch into one statement. A
+-- replayed MeterValues (same content, new message id) hits the unique key and
+-- is stored once. connector_number NULL (StopTransaction's transactionData)
+-- means the connector of the transaction; an unprovisioned connector number is
+-- created (discovered_at) so its data is stored, not lost.
+WITH v AS (
+    SELECT r.station_id,
+           COALESCE(r.connector_number,
+                    (SELECT cs.connector_number FROM charging_sessions cs
+                     WHERE cs.station_id = r.station_id
+                       AND cs.transaction_id = r.transaction_id),
+                    0) AS connector_number,
+           r.transaction_id, r.sampled_at, r.measurand, r.phase, r.location, r.context,
+           r.unit, r.value, r.format, r.raw_value
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+         AS r(station_id uuid, connector_number integer, transaction_id integer,
+              sampled_at timestamptz, measurand text, phase text, location text,
+              context text, unit text, value numeric, format text, raw_value text)
 ), discovered AS (
     INSERT INTO station_connectors (station_id, connector_number, discovered_at)
-    SELECT %(station_id)s, connector_number, now() FROM target WHERE connector_number > 0
+    SELECT DISTINCT station_id, connector_number, now() FROM v WHERE connector_number > 0
     ON CONFLICT (station_id, connector_number) DO NOTHING
 )
 INSERT INTO meter_values (station_id, connector_number, transaction_id, sampled_at, measurand,
                           phase, location, context, unit, value, format, raw_value)
-SELECT %(station_id)s, target.connector_number, %(transaction_id)s, v.sampled_at, v.measurand,
-       v.phase, v.location, v.context, v.unit, v.value, v.format, v.raw_value
-FROM target, jsonb_to_recordset(%(samples)s::jsonb)
-     AS v(sampled_at timestamptz, measurand text, phase text, location text, context text,
-          unit text, value numeric, format text, raw_value text)
+SELECT station_id, connector_number, transaction_id, sampled_at, measurand, phase, location,
+       context, unit, value, format, raw_value
+FROM v
 ON CONFLICT DO NOTHING;
 
 -- name: progress_notification

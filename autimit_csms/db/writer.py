@@ -117,17 +117,35 @@ def _run_alone(item: _Item, conn: psycopg.Connection[Row]) -> None:
     _run_batch(conn, [item])
 
 
+def _mergeable(params: Params) -> str | None:
+    """A statement whose only parameter is `rows`, a JSON array, can share one
+    execution with its like (insert_meter_values): its rows, or None."""
+    if isinstance(params, dict) and len(params) == 1 and "rows" in params:
+        rows = params["rows"]
+        return rows if isinstance(rows, str) else None
+    return None
+
+
 def _run_batch(conn: psycopg.Connection[Row], batch: list[_Item]) -> None:
     # Pipeline mode: the whole batch and its COMMIT go out in one round trip.
+    # Mergeable statements run once per SQL text, after every other statement of
+    # the batch (their rows may refer to a session the batch creates).
+    merged: dict[str, list[str]] = {}
     with conn.pipeline():
         with conn.transaction():
-            cursors = []
+            cursors: list[psycopg.Cursor[Row] | None] = []
             for item in batch:
                 for number, (sql, params) in enumerate(item.statements):
-                    cur = conn.cursor()
-                    cur.execute(sql, params)
+                    rows = _mergeable(params)
+                    cur = None
+                    if rows is None:
+                        cur = conn.cursor()
+                        cur.execute(sql, params)
+                    elif rows != "[]":
+                        merged.setdefault(sql, []).append(rows[1:-1])
                     if number == 0:
                         cursors.append(cur)
-    for item, cur in zip(batch, cursors, strict=True):
-        item.rows = cur.fetchall() if cur.description else []
-
+            for sql, parts in merged.items():
+                conn.execute(sql, {"rows": "[" + ",".join(parts) + "]"})
+    for item, cursor in zip(batch, cursors, strict=True):
+        item.rows = cursor.fetchall() if cursor is not None and cursor.description else []

@@ -115,7 +115,8 @@ def _samples(meter_values: list[dict[str, Any]]) -> list[tuple[dt.datetime, dict
 
 def _meter_rows(ctx: StationContext, connector_number: int | None, transaction_id: int | None,
                 samples: list[tuple[dt.datetime, dict[str, Any]]]) -> dict[str, Any]:
-    """Parameters of insert_meter_values: every sample as one JSON array of rows."""
+    """Parameters of insert_meter_values: every sample as a row of one JSON array
+    (the writer may merge the arrays of many messages into one statement)."""
     rows = []
     for sampled_at, sv in samples:
         sample = {**SAMPLE_DEFAULTS, **sv}
@@ -129,10 +130,10 @@ def _meter_rows(ctx: StationContext, connector_number: int | None, transaction_i
             if value is not None and not value.is_finite():
                 value = None
         keep_raw = sample["format"] == "SignedData" or value is None
-        rows.append({"sampled_at": sampled_at.isoformat(), "measurand": sample["measurand"],
-                     "phase": sample.get("phase"), "location": sample["location"],
-                     "context": sample["context"], "unit": unit, "value": value,
-                     "format": sample["format"], "raw_value": sample["value"] if keep_raw
-                     else None})
-    return {"station_id": ctx.station_id, "connector_number": connector_number,
-            "transaction_id": transaction_id, "samples": encode_json(rows)}
+        rows.append({"station_id": str(ctx.station_id), "connector_number": connector_number,
+                     "transaction_id": transaction_id, "sampled_at": sampled_at.isoformat(),
+                     "measurand": sample["measurand"], "phase": sample.get("phase"),
+                     "location": sample["location"], "context": sample["context"],
+                     "unit": unit, "value": value, "format": sample["format"],
+                     "raw_value": sample["value"] if keep_raw else None})
+    return {"rows": encode_json(rows)}
