@@ -7,18 +7,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import psycopg
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from autimit_csms.localpg import free_port
 
 from ..conftest import ADMIN_TOKEN
-from .conftest import basic, boot, provision
+from .conftest import Provisioned, basic, boot, provision
 
 
 class Node:
@@ -54,27 +55,34 @@ class Node:
 
 
 @pytest.fixture
-def nodes(db_url: str) -> Iterator[tuple[Node, Node]]:
+async def nodes(db_url: str) -> AsyncIterator[tuple[Node, Node]]:
+    """Two ready serve processes; the API is used on A, stations connect to B."""
     a, b = Node(db_url), Node(db_url)
     try:
+        await a.ready()
+        await b.ready()
         yield a, b
     finally:
         a.stop()
         b.stop()
 
 
+@asynccontextmanager
+async def booted_on(node: Node, station: Provisioned) -> AsyncIterator[WebSocketConnection]:
+    url = f"ws://127.0.0.1:{node.ocpp_port}/ocpp/1.6/{station.code}"
+    async with open_websocket_url(url, subprotocols=["ocpp1.6"],
+                                  extra_headers=[basic(station.code, station.secret)]) as ws:
+        await boot(ws)
+        yield ws
+
+
 async def test_command_on_one_process_reaches_a_station_on_the_other(
         nodes: tuple[Node, Node], db_url: str) -> None:
     a, b = nodes
-    await a.ready()
-    await b.ready()
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with httpx.AsyncClient(base_url=a.base, headers=headers, timeout=30) as api_a:
         station = await provision(api_a, code="MULTI-1")
-        url = f"ws://127.0.0.1:{b.ocpp_port}/ocpp/1.6/{station.code}"
-        async with open_websocket_url(url, subprotocols=["ocpp1.6"],
-                                      extra_headers=[basic(station.code, station.secret)]) as ws:
-            await boot(ws)
+        async with booted_on(b, station) as ws:
 
             async def charger() -> None:
                 try:
@@ -113,15 +121,10 @@ async def test_command_on_one_process_reaches_a_station_on_the_other(
 async def test_a_dead_process_leaves_no_station_held(nodes: tuple[Node, Node],
                                                      db_url: str) -> None:
     a, b = nodes
-    await a.ready()
-    await b.ready()
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with httpx.AsyncClient(base_url=a.base, headers=headers, timeout=30) as api_a:
         station = await provision(api_a, code="MULTI-2")
-        url = f"ws://127.0.0.1:{b.ocpp_port}/ocpp/1.6/{station.code}"
-        async with open_websocket_url(url, subprotocols=["ocpp1.6"],
-                                      extra_headers=[basic(station.code, station.secret)]) as ws:
-            await boot(ws)
+        async with booted_on(b, station):
             b.proc.kill()  # no cleanup of any kind
             b.proc.wait()
             with psycopg.connect(db_url) as conn:
