@@ -36,11 +36,12 @@ def present(row: Row) -> dict[str, Any]:
     # the contract's error shape, so a 409/502/504 reads like every other error
     error = ({"code": row["error_code"], "message": row["error_description"] or ""}
              if row["error_code"] else None)
+    # `response` holds the CALLRESULT when answered, else a CALLERROR's details
+    answered = row["status"] == "answered"
     return {"id": row["id"], "stationId": row["station_id"], "action": row["action"],
             "payload": row["payload"], "requestedBy": row["requested_by"],
-            "status": row["status"], "response": row["response"] if not error or
-            row["status"] == "answered" else None, "error": error,
-            "errorDetails": row["response"] if error and row["status"] != "answered" else None,
+            "status": row["status"], "response": row["response"] if answered else None,
+            "error": error, "errorDetails": None if answered else row["response"],
             "nodeId": row["node_id"], "createdAt": row["created_at"], "sentAt": row["sent_at"],
             "finishedAt": row["finished_at"]}
 

@@ -79,9 +79,10 @@ class CommandBus:
                 await done.wait()
         finally:
             del self._waiters[command_id]
-        await self.db.fetch_all(SQL.finish_command, {  # no-op unless still open
-            "id": command_id, "status": "timeout", "response": None,
-            "error_code": "Timeout", "error_description": "no answer in time"})
+        if not done.is_set():  # the delivering process never finished it
+            await self.db.fetch_all(SQL.finish_command, {
+                "id": command_id, "status": "timeout", "response": None,
+                "error_code": "Timeout", "error_description": "no answer in time"})
         command = await self.db.fetch_one(SQL.get_command, {"id": command_id})
         assert command is not None
         return command
