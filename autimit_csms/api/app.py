@@ -148,6 +148,34 @@ def page(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
             "nextOffset": offset + limit if len(items) == limit else None}
 
 
+def unstorable(value: Any, path: str = "") -> str | None:
+    """The path (`a.b[2].c`) of the first string in `value` that PostgreSQL cannot store
+    (a NUL character, or a lone UTF-16 surrogate such as JSON's "\\ud800"), or None.
+
+    Checked before any write so such input is a 422 naming the field, never a 500.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path or "value"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "value"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found = unstorable(key, where) or unstorable(item, where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = unstorable(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
 _MISSING = object()
 
 
