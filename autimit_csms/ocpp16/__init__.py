@@ -4,7 +4,18 @@ Pure and synchronous: nothing here may import trio, psycopg or a socket library,
 rule can be tested with literal strings (tests/ocpp16).
 """
 
-from .codec import Call, CallError, CallResult, ErrorCode, Message, OcppError, decode, encode
+from .codec import (
+    REDACTED,
+    Call,
+    CallError,
+    CallResult,
+    ErrorCode,
+    Message,
+    OcppError,
+    decode,
+    encode,
+    redact_for_log,
+)
 from .protocol import (
     CallInProgress,
     CallReceived,
@@ -27,6 +38,7 @@ __all__ = [
     "CHARGER_TO_CSMS",
     "CSMS_TO_CHARGER",
     "KNOWN_ACTIONS",
+    "REDACTED",
     "Call",
     "CallError",
     "CallInProgress",
@@ -45,4 +57,5 @@ __all__ = [
     "decode",
     "encode",
     "error_code_for",
+    "redact_for_log",
 ]

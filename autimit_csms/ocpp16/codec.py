@@ -1,16 +1,18 @@
 """OCPP-J 1.6 RPC framing (OCPP-J §4): text <-> Call / CallResult / CallError, and error codes.
 
 Owns the wire format only: JSON with exact Decimal numbers, frame structure, the 1.6 error
-spellings and `OcppError`, which carries the CALLERROR to send. It must stay pure and
-synchronous: no I/O, no schema validation (see `schemas`), no connection state (see `protocol`).
+spellings, `OcppError` (which carries the CALLERROR to send) and the text of a frame as it may
+be logged (`redact_for_log`). It must stay pure and synchronous: no I/O, no schema validation
+(see `schemas`), no connection state (see `protocol`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from enum import StrEnum
 from typing import Any, Final
 
@@ -18,6 +20,14 @@ CALL: Final = 2
 CALLRESULT: Final = 3
 CALLERROR: Final = 4
 MAX_UNIQUE_ID_LENGTH: Final = 36  # OCPP-J §4.1.4
+# The deepest 1.6 frame (SetChargingProfile ... chargingSchedulePeriod[i]) is 6 levels; the
+# bound keeps every recursive step after decoding (validation, encoding, storing) shallow.
+MAX_DEPTH: Final = 32
+# 1.6 numbers are 32-bit integers and decimals of a few digits (OCPP 1.6 §7); a bound on the
+# literal keeps exact arithmetic on them (multipleOf, unit conversion, numeric columns) cheap.
+MAX_NUMBER_LENGTH: Final = 50
+MAX_EXPONENT: Final = 100
+REDACTED: Final = "<redacted>"
 
 
 class ErrorCode(StrEnum):
@@ -90,12 +100,87 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class _Unreadable(ValueError):
+    """Well-formed JSON that no frame may hold; the message is the CALLERROR description."""
+
+
+def _parse_decimal(literal: str) -> Decimal:
+    try:
+        number = Decimal(literal)
+    except DecimalException:  # an exponent beyond what Decimal can hold
+        raise _Unreadable("number out of range") from None
+    if len(literal) > MAX_NUMBER_LENGTH or abs(number.adjusted()) > MAX_EXPONENT:
+        raise _Unreadable("number out of range")
+    return number
+
+
+def _parse_int(literal: str) -> int:
+    if len(literal) > MAX_NUMBER_LENGTH:
+        raise _Unreadable("number out of range")
+    return int(literal)
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                if depth >= MAX_DEPTH:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _loads(text: str) -> Any:
+    """JSON text -> value, numbers exact and bounded, nesting bounded; ValueError if not."""
+    try:
+        value = json.loads(
+            text,
+            parse_float=_parse_decimal,
+            parse_int=_parse_int,
+            parse_constant=_reject_constant,
+        )
+    except RecursionError:  # the C scanner stops at the interpreter's recursion limit
+        value = None
+    else:
+        if not isinstance(value, dict | list) or not _too_deep(value):
+            return value
+    raise _Unreadable(f"nested deeper than {MAX_DEPTH} levels")
+
+
+# OCPP-J §4.1.3: a CALL is `[2, "<uniqueId>", ...`. When the rest of the text cannot be read,
+# these first two members still can, and answering them stops the charger's retries.
+_CALL_PREFIX: Final = re.compile(
+    r"[ \t\n\r]*\[[ \t\n\r]*2[ \t\n\r]*,[ \t\n\r]*"
+    r'(?:("(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}){0,72}")'
+    r"|(-?(?:0|[1-9][0-9]{0,35})(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?![0-9.eE]))"
+)
+
+
+def call_id_prefix(text: str) -> str | None:
+    """The unique id of a text that starts like a CALL, however broken the rest is.
+
+    A JSON string of at most 36 characters, or a number, which is answered as the string
+    the charger wrote (`[2, 5, ...` -> "5"); anything else (null, true, an object, a longer
+    string) cannot be read and gets no answer.
+    """
+    match = _CALL_PREFIX.match(text)
+    if match is None:
+        return None
+    if match[2] is not None:
+        return match[2] if len(match[2]) <= MAX_UNIQUE_ID_LENGTH else None
+    unique_id: str = json.loads(match[1])
+    return unique_id if len(unique_id) <= MAX_UNIQUE_ID_LENGTH else None
+
+
 def decode(text: str) -> Message:
     """Parse one WebSocket text frame; raise `OcppError` if it is not a well-formed frame."""
     try:
-        frame = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-    except ValueError:  # JSONDecodeError and NaN/Infinity
-        raise OcppError(ErrorCode.FormationViolation, "not valid JSON") from None
+        frame = _loads(text)
+    except ValueError as error:  # JSONDecodeError, NaN/Infinity, out of bounds
+        description = str(error) if isinstance(error, _Unreadable) else "not valid JSON"
+        raise OcppError(ErrorCode.FormationViolation, description, call_id_prefix(text)) from None
     if not isinstance(frame, list) or not frame:
         raise OcppError(ErrorCode.FormationViolation, "frame is not a non-empty JSON array")
 
@@ -114,7 +199,10 @@ def decode(text: str) -> Message:
     answerable = message_type == CALL
     if unique_id is None:
         raise OcppError(
-            ErrorCode.FormationViolation, "unique id is not a string", answerable=answerable
+            ErrorCode.FormationViolation,
+            "unique id is not a string",
+            call_id_prefix(text) if answerable else None,
+            answerable=answerable,
         )
     if len(unique_id) > MAX_UNIQUE_ID_LENGTH:
         raise OcppError(
@@ -189,7 +277,15 @@ def encode_json(value: Any) -> str:
     return "".join(parts)
 
 
-_encode_str = json.encoder.encode_basestring  # ensure_ascii=False
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _encode_str(text: str) -> str:
+    # A lone surrogate cannot be sent as UTF-8; escaped (\ud800) it is still the same string,
+    # so a charger's odd unique id is echoed exactly.
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return json.encoder.encode_basestring(text)
+    return json.encoder.encode_basestring_ascii(text)
 
 
 def _encode_value(value: Any, out: list[str]) -> None:
@@ -235,3 +331,51 @@ def _encode_value(value: Any, out: list[str]) -> None:
         out.append("]")
     else:
         raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# Id tags are personal data and the AuthorizationKey a credential (security whitepaper
+# A01.FR.08): neither may reach a log, whichever message carries them.
+_REDACTED_MEMBERS: Final = frozenset({"idTag", "parentIdTag"})
+_USERINFO: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s\"]+@")
+_REDACTED_MEMBER_TEXT: Final = re.compile(
+    r'("(?:idTag|parentIdTag)"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,\]}]*)'
+)
+_VALUE_MEMBER_TEXT: Final = re.compile(r'("value"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,\]}]*)')
+
+
+def redact_for_log(text: str) -> str:
+    """The text of a frame (either direction) as it may be logged.
+
+    Id tags (`idTag`, `parentIdTag`, wherever they appear: Authorize, Start/StopTransaction,
+    idTagInfo, SendLocalList, RemoteStartTransaction, ReserveNow), the value of the
+    `AuthorizationKey` configuration key and the password of a URL are replaced by
+    `REDACTED`. A frame that is not JSON is redacted by pattern.
+    """
+    try:
+        frame = _loads(text)
+    except ValueError:
+        text = _REDACTED_MEMBER_TEXT.sub(rf'\1"{REDACTED}"', text)
+        if "AuthorizationKey" in text:
+            text = _VALUE_MEMBER_TEXT.sub(rf'\1"{REDACTED}"', text)
+        return _USERINFO.sub(rf"\1{REDACTED}@", text)
+    redacted = _redact(frame)
+    return text if redacted is frame else encode_json(redacted)
+
+
+def _redact(value: Any) -> Any:
+    """`value` itself when nothing in it is secret, else a redacted copy."""
+    if isinstance(value, str):
+        return _USERINFO.sub(rf"\1{REDACTED}@", value) if "@" in value else value
+    if isinstance(value, list):
+        items = [_redact(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if not isinstance(value, dict):
+        return value
+    secret_value = value.get("key") == "AuthorizationKey"  # ChangeConfiguration, its .conf
+    members = {
+        key: REDACTED
+        if key in _REDACTED_MEMBERS or (secret_value and key == "value")
+        else _redact(item)
+        for key, item in value.items()
+    }
+    return value if all(members[k] is v for k, v in value.items()) else members

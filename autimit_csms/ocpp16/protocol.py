@@ -1,17 +1,19 @@
 """Per-connection OCPP-J 1.6 protocol state, sans-I/O (in the manner of h11 / wsproto).
 
 Owns the RPC rules of one station connection: which charger CALLs await our answer, the one
-CALL we may have outstanding (OCPP-J §4.1.1, errata §3.4), matching answers to it, and
-validating both directions. Fed text, returns events and texts to send; it must not do I/O,
-know about time (the caller times out and calls `cancel_call`) or decide business outcomes.
+CALL we may have outstanding (OCPP-J §4.1.1, errata §3.4), matching answers to it, making
+every string the charger sends storable, and validating both directions. Fed text, returns
+events and texts to send; it must not do I/O, know about time (the caller times out and calls
+`cancel_call`) or decide business outcomes.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from .codec import Call, CallError, CallResult, ErrorCode, OcppError, decode, encode
 from .schemas import CHARGER_TO_CSMS, CSMS_TO_CHARGER, SchemaRegistry
@@ -19,7 +21,11 @@ from .schemas import CHARGER_TO_CSMS, CSMS_TO_CHARGER, SchemaRegistry
 
 @dataclass(frozen=True, slots=True)
 class CallReceived:
-    """A schema-valid CALL from the charger; answer it with `answer` or `answer_error`."""
+    """A schema-valid CALL from the charger; answer it with `answer` or `answer_error`.
+
+    `warnings` name what was corrected or tolerated (NUL characters removed, relaxed mode):
+    the message is processed, and the warnings are for the log.
+    """
 
     call: Call
     warnings: list[str] = field(default_factory=list)
@@ -45,6 +51,7 @@ class ErrorReceived:
 
     action: str
     error: CallError
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,50 @@ def _uuid4() -> str:
     return str(uuid.uuid4())
 
 
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value: Any, path: str, warnings: list[str]) -> Any:
+    """`value` with every string (object keys too) one that PostgreSQL can store.
+
+    C firmware pads fixed buffers with NULs ("ABB\\u0000\\u0000"), which text and jsonb
+    refuse; a lone UTF-16 surrogate ("\\ud800") cannot be encoded at all. Left in, either
+    turns the message into an InternalError the charger retries forever, so NULs are dropped
+    and lone surrogates become U+FFFD, each said in a warning naming the member, not its value.
+    """
+    if isinstance(value, str):
+        text, problem = _storable_str(value)
+        if problem:
+            warnings.append(f"{path[:100] or 'payload'}: {problem}")
+        return text
+    if isinstance(value, list):
+        return [_storable(item, f"{path}/{index}", warnings) for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        members: dict[str, Any] = {}
+        for key, item in value.items():
+            name, problem = _storable_str(key)
+            member = f"{path}/{name}" if path else name
+            if problem:
+                warnings.append(f"{member[:100]}: {problem} in the member name")
+            members[name] = _storable(item, member, warnings)
+        return members
+    return value
+
+
+def _storable_str(text: str) -> tuple[str, str]:
+    """The storable text, and what was changed ("" if nothing)."""
+    if "\x00" not in text and (text.isascii() or _SURROGATE.search(text) is None):
+        return text, ""
+    problems: list[str] = []
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+        problems.append("NUL characters removed")
+    if _SURROGATE.search(text) is not None:
+        text = _SURROGATE.sub("\ufffd", text)
+        problems.append("lone surrogates replaced by U+FFFD")
+    return text, " and ".join(problems)
+
+
 class OcppProtocol:
     def __init__(
         self,
@@ -93,30 +144,41 @@ class OcppProtocol:
         return None if self._outstanding is None else self._outstanding[0]
 
     def receive(self, text: str) -> Event:
+        """The event for one text frame from the charger; never raises."""
         try:
             message = decode(text)
         except OcppError as error:
             if not error.answerable:
                 return Ignored(str(error))
             return self._reject(error)
+        warnings: list[str] = []
         if isinstance(message, Call):
-            return self._receive_call(message)
+            payload = _storable(message.payload, "", warnings)
+            return self._receive_call(Call(message.unique_id, message.action, payload), warnings)
         if self._outstanding is None or message.unique_id != self._outstanding[0]:
             kind = "CALLRESULT" if isinstance(message, CallResult) else "CALLERROR"
             return Ignored(f"{kind} for unknown or timed-out id {message.unique_id!r}")
         action = self._outstanding[1]
         self._outstanding = None
+        # Answers to commands are stored (jsonb) as well.
         if isinstance(message, CallError):
-            return ErrorReceived(action, message)
+            call_error = CallError(
+                message.unique_id,
+                _storable(message.error_code, "errorCode", warnings),
+                _storable(message.description, "errorDescription", warnings),
+                _storable(message.details, "errorDetails", warnings),
+            )
+            return ErrorReceived(action, call_error, warnings)
+        result = CallResult(message.unique_id, _storable(message.payload, "", warnings))
         try:
-            warnings = self._registry.validate_response(
-                action, message.payload, relaxed=self.relaxed
+            warnings += self._registry.validate_response(
+                action, result.payload, relaxed=self.relaxed
             )
         except OcppError as error:
-            return ResultReceived(action, message, error)
-        return ResultReceived(action, message, None, warnings)
+            return ResultReceived(action, result, error, warnings)
+        return ResultReceived(action, result, None, warnings)
 
-    def _receive_call(self, call: Call) -> Event:
+    def _receive_call(self, call: Call, warnings: list[str]) -> Event:
         unique_id = call.unique_id
         if unique_id in self._in_progress:
             return self._reject(
@@ -129,7 +191,7 @@ class OcppProtocol:
                 OcppError(ErrorCode.NotSupported, "action not sent by charge points", unique_id)
             )
         try:
-            warnings = self._registry.validate_request(
+            warnings += self._registry.validate_request(
                 call.action, call.payload, relaxed=self.relaxed
             )
         except OcppError as error:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -126,9 +126,14 @@ def _is_date_time(instance: object) -> bool:
     return True
 
 
+INT32: Final = range(-(2**31), 2**31)
+
+
 def _is_strict_integer(checker: TypeChecker, instance: object) -> bool:
     # Draft 6 counts 5.0 as an integer; a charger sending meterStop 5.0 or 5.00 is not conformant.
-    return isinstance(instance, int) and not isinstance(instance, bool)
+    # An OCPP 1.6 integer is 32 bits (1.6 ed.2 §7); a wider one would only fail later, in an
+    # integer column, as an InternalError the charger retries forever.
+    return isinstance(instance, int) and not isinstance(instance, bool) and instance in INT32
 
 
 def _exact_multiple_of(
@@ -197,12 +202,59 @@ def _compile(path: Path) -> Validator:
     return cls(schema, format_checker=_FORMAT_CHECKER)
 
 
+def _json_type(instance: object) -> str:
+    if isinstance(instance, bool):
+        return "boolean"
+    if isinstance(instance, int):
+        return "integer" if instance in INT32 else "integer beyond 32 bits"
+    if isinstance(instance, Decimal | float):
+        return "number"
+    if isinstance(instance, str):
+        return "string"
+    if isinstance(instance, list):
+        return "array"
+    if isinstance(instance, dict):
+        return "object"
+    return "null" if instance is None else "value"
+
+
+def _limit(error: ValidationError) -> str:
+    return str(error.validator_value)
+
+
+# The charger's value is never quoted back: it may be an id tag (personal data) and the
+# description is both sent and logged. Enum violations are the exception, because no id tag
+# field is an enum and the value is what an operator needs to see (relaxed mode, firmware).
+_MESSAGE_BY_KEYWORD: Final[Mapping[str, Callable[[ValidationError], str]]] = MappingProxyType(
+    {
+        "type": lambda e: f"{_json_type(e.instance)} is not of type {e.validator_value!r}",
+        "format": lambda e: f"not a valid {e.validator_value}",
+        "maxLength": lambda e: f"longer than {_limit(e)} characters",
+        "minLength": lambda e: f"shorter than {_limit(e)} characters",
+        "pattern": lambda e: "does not match the expected pattern",
+        "minimum": lambda e: f"less than the minimum of {_limit(e)}",
+        "maximum": lambda e: f"greater than the maximum of {_limit(e)}",
+        "multipleOf": lambda e: f"not a multiple of {_limit(e)}",
+        "minItems": lambda e: f"fewer than {_limit(e)} items",
+        "maxItems": lambda e: f"more than {_limit(e)} items",
+        "required": lambda e: e.message,  # names the missing member
+        "additionalProperties": lambda e: e.message,  # names the members, not their values
+        "enum": lambda e: e.message,
+    }
+)
+
+
 def _describe(error: ValidationError) -> str:
     path = "/".join(str(part) for part in error.absolute_path)
-    text = f"{path}: {error.message}" if path else error.message
+    message = _MESSAGE_BY_KEYWORD.get(str(error.validator), _violates)(error)
+    text = f"{path}: {message}" if path else message
     if len(text) > MAX_DESCRIPTION_LENGTH:
         text = text[: MAX_DESCRIPTION_LENGTH - 3] + "..."
     return text
+
+
+def _violates(error: ValidationError) -> str:
+    return f"violates {error.validator}"
 
 
 class SchemaRegistry:
@@ -282,6 +334,6 @@ def _enum_errors_to(
     # errorCode "Error" or unit "Hz"): out-of-enum values are logged, not refused.
     for error in errors:
         if error.validator == "enum":
-            warnings.append(_describe(error))
+            warnings.append(f"{_describe(error)} (relaxed mode)")
         else:
             yield error

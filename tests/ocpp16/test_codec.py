@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from autimit_csms.ocpp16.codec import (
+    REDACTED,
     Call,
     CallError,
     CallResult,
@@ -15,6 +16,7 @@ from autimit_csms.ocpp16.codec import (
     OcppError,
     decode,
     encode,
+    redact_for_log,
 )
 
 FV = ErrorCode.FormationViolation
@@ -25,15 +27,44 @@ LONG_ID = "x" * 37
     ("text", "code", "unique_id", "answerable"),
     [
         ("not json", FV, None, True),
-        ('[2,"a","Heartbeat",{}', FV, None, True),
-        ('[2,"a","Heartbeat",NaN]', FV, None, True),
+        # broken JSON whose unique id can still be read: answered (the charger stops retrying)
+        ('[2,"a","Heartbeat",{}', FV, "a", True),
+        ('[2,"a","Heartbeat",NaN]', FV, "a", True),
+        ('[2,"a","Heartbeat",Infinity]', FV, "a", True),
+        (' [ 2 , "a\\u00e9" ,"MeterValues",{"meterValue":[,{}]}]', FV, "a\u00e9", True),
+        ('[2,"a"', FV, "a", True),
+        (f'[2,"{"y" * 36}",', FV, "y" * 36, True),
+        (f'[2,"{LONG_ID}",', FV, None, True),  # longer than a unique id may be
+        ('[2,"a\\x",{}', FV, None, True),  # not a JSON string
+        ('[2,"a\n",{}', FV, None, True),  # control character in a string
+        ('[20,"a",{', FV, None, True),
+        ('[2.0,"a",{', FV, None, True),
+        ('[3,"a",{', FV, None, True),  # answers are never answered
+        ('[4,"a","GenericError",', FV, None, True),
+        ("[2,null,", FV, None, True),
+        ("[2,true,", FV, None, True),
+        ('[2,{"a":1},', FV, None, True),
+        # a numeric unique id is answered as the string the charger wrote
+        ('[2, 5, "Heartbeat", {}]', FV, "5", True),
+        ('[2,-5.0e3,"Heartbeat",{}]', FV, "-5.0e3", True),
+        ("[2,5,{", FV, "5", True),
+        (f'[2,{"9" * 37},"Heartbeat",{{}}]', FV, None, True),
+        # deep nesting and numbers beyond any 1.6 field: refused, not a RecursionError
+        ("[" * 100_000, FV, None, True),
+        ('[2,"deep",' + "[" * 100_000, FV, "deep", True),
+        ('[2,"deep","DataTransfer",{"x":' + "[" * 31 + "]" * 31 + "}]", FV, "deep", True),
+        ('[2,"n","Heartbeat",{"x":1e999999999999999999999}]', FV, "n", True),
+        ('[2,"n","Heartbeat",{"x":1e101}]', FV, "n", True),
+        ('[2,"n","Heartbeat",{"x":' + "1" * 51 + "}]", FV, "n", True),
+        ('[2,"n","Heartbeat",{"x":' + "1" * 5000 + "}]", FV, "n", True),
         ("{}", FV, None, True),
         ("[]", FV, None, True),
         ('"text"', FV, None, True),
         ("[2]", FV, None, True),
         ('[2,"id"]', FV, "id", True),
-        ('[2, 5, "Heartbeat", {}]', FV, None, True),
         ('[2,null,"Heartbeat",{}]', FV, None, True),
+        ('[2,false,"Heartbeat",{}]', FV, None, True),
+        ('[2,[],"Heartbeat",{}]', FV, None, True),
         (f'[2,"{LONG_ID}","Heartbeat",{{}}]', ErrorCode.ProtocolError, LONG_ID, True),
         ('["2","a","Heartbeat",{}]', FV, "a", True),
         ('[true,"a","Heartbeat",{}]', FV, "a", True),
@@ -80,6 +111,10 @@ def test_malformed_frame(text: str, code: str, unique_id: str | None, answerable
         '[{"startPeriod":0,"limit":11.10},{"startPeriod":60,"limit":0.30}]}}}]',
         '[3,"a",{"n":-0.000,"big":123456789012345678901234567890.123456789}]',
         f'[2,"{"y" * 36}","Heartbeat",{{}}]',
+        # the bounds themselves: 50-character numbers, exponents of ±100, 32 levels
+        '[3,"a",{"n":' + "1" * 50 + ',"m":-1.' + "0" * 47 + "}]",
+        '[3,"a",{"big":1E+100,"small":1E-100}]',
+        '[3,"a",{"x":' + "[" * 30 + "]" * 30 + "}]",  # MAX_DEPTH levels
     ],
 )
 def test_round_trip_is_exact(text: str) -> None:
@@ -131,6 +166,67 @@ def test_encode_keeps_key_order_and_accepts_tuples() -> None:
 def test_encode_refuses_non_json(value: object, exception: type[Exception]) -> None:
     with pytest.raises(exception):
         encode(CallResult("x", {"v": value}))
+
+
+def test_lone_surrogate_is_sent_escaped() -> None:
+    # UTF-8 cannot carry "\ud800"; escaped it is the very id the charger sent
+    text = encode(CallError("\ud800x", ErrorCode.FormationViolation))
+    assert text == '[4,"\\ud800x","FormationViolation","",{}]'
+    assert text.encode("utf-8")
+    assert decode(text) == CallError("\ud800x", ErrorCode.FormationViolation)
+
+
+@pytest.mark.parametrize(
+    ("text", "logged"),
+    [
+        ('[2,"a","Heartbeat",{}]', '[2,"a","Heartbeat",{}]'),
+        ('[2, "a", "Authorize", {"idTag": "TAG-9"}]', '[2,"a","Authorize",{"idTag":"<redacted>"}]'),
+        (
+            '[3,"a",{"transactionId":5,"idTagInfo":{"status":"Accepted","parentIdTag":"P-9"}}]',
+            '[3,"a",{"transactionId":5,"idTagInfo":{"status":"Accepted",'
+            '"parentIdTag":"<redacted>"}}]',
+        ),
+        (
+            '[2,"a","SendLocalList",{"listVersion":1,"updateType":"Full","localAuthorizationList":'
+            '[{"idTag":"TAG-9","idTagInfo":{"status":"Accepted"}},{"idTag":"TAG-8"}]}]',
+            '[2,"a","SendLocalList",{"listVersion":1,"updateType":"Full","localAuthorizationList":'
+            '[{"idTag":"<redacted>","idTagInfo":{"status":"Accepted"}},{"idTag":"<redacted>"}]}]',
+        ),
+        (
+            '[2,"a","ChangeConfiguration",{"key":"AuthorizationKey","value":"KEY-9"}]',
+            '[2,"a","ChangeConfiguration",{"key":"AuthorizationKey","value":"<redacted>"}]',
+        ),
+        (
+            '[3,"a",{"configurationKey":[{"key":"AuthorizationKey","readonly":false,'
+            '"value":"KEY-9"},{"key":"HeartbeatInterval","readonly":false,"value":"60"}]}]',
+            '[3,"a",{"configurationKey":[{"key":"AuthorizationKey","readonly":false,'
+            '"value":"<redacted>"},{"key":"HeartbeatInterval","readonly":false,"value":"60"}]}]',
+        ),
+        (
+            '[2,"a","GetDiagnostics",{"location":"ftp://user:KEY-9@diag.example/"}]',
+            '[2,"a","GetDiagnostics",{"location":"ftp://<redacted>@diag.example/"}]',
+        ),
+        # an escaped member name is still the member
+        (
+            '[2,"a","Authorize",{"id\\u0054ag":"TAG-9"}]',
+            '[2,"a","Authorize",{"idTag":"<redacted>"}]',
+        ),
+        ('[2,"a","Authorize",{"idTag":12.50}]', '[2,"a","Authorize",{"idTag":"<redacted>"}]'),
+        # not JSON: redacted by pattern
+        ('[2,"a","StartTransaction",{"idTag" : "TAG-9", "x":[,', None),
+        ('[2,"a","StartTransaction",{"idTag":"TAG\\"-9', None),
+        ('[2,"a","StartTransaction",{"idTag":TAG-9}', None),
+        ('[2,"a","ChangeConfiguration",{"key":"AuthorizationKey","value":"KEY-9",]', None),
+        ('[2,"a","UpdateFirmware",{"location":"https://u:KEY-9@fw.example/",', None),
+    ],
+)
+def test_frames_are_logged_without_id_tags_or_keys(text: str, logged: str | None) -> None:
+    result = redact_for_log(text)
+    if logged is not None:
+        assert result == logged
+    for secret in ("TAG-9", "TAG-8", "P-9", "KEY-9", "12.50"):
+        assert secret not in result
+    assert REDACTED in result or text == result
 
 
 def test_encode_refuses_non_messages() -> None:

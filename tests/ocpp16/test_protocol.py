@@ -62,7 +62,17 @@ def test_call_received_and_answered(protocol: OcppProtocol) -> None:
             f'[2,"{"x" * 37}","Heartbeat",{{}}]',
             f'[4,"{"x" * 37}","ProtocolError","unique id longer than 36 characters",{{}}]',
         ),
-        ('[2, 5, "Heartbeat", {}]', None),
+        ('[2, 5, "Heartbeat", {}]', '[4,"5","FormationViolation","unique id is not a string",{}]'),
+        (
+            '[2,"mv","MeterValues",{"connectorId":1,"meterValue":[{"timestamp":"x",'
+            '"sampledValue":[,{"value":"1"}]}]}]',
+            '[4,"mv","FormationViolation","not valid JSON",{}]',
+        ),
+        (
+            '[2,"a","Authorize",{"idTag":"SECRET-TAG-4711-XXXXX"}]',
+            '[4,"a","PropertyConstraintViolation","idTag: longer than 20 characters",{}]',
+        ),
+        ('[2, null, "Heartbeat", {}]', None),
         ("garbage", None),
     ],
 )
@@ -210,3 +220,65 @@ def test_invalid_outbound_call(
 def test_default_ids_are_uuid4(registry: SchemaRegistry) -> None:
     unique_id, _ = OcppProtocol(registry).send_call("ClearCache", {})
     assert len(unique_id) == 36 and unique_id[14] == "4"
+
+
+BOOT_PADDED = (
+    '[2,"b","BootNotification",{"chargePointVendor":"ABB\\u0000\\u0000\\u0000",'
+    '"chargePointModel":"' + "M" * 20 + '\\u0000\\u0000","firmwareVersion":"1.0\\u0000"}]'
+)
+
+
+def test_nul_padding_is_removed_before_validation(protocol: OcppProtocol) -> None:
+    # 20 characters of model and its padding: valid once the padding is gone (CiString20)
+    event = protocol.receive(BOOT_PADDED)
+    assert isinstance(event, CallReceived), event
+    assert event.call.payload == {
+        "chargePointVendor": "ABB",
+        "chargePointModel": "M" * 20,
+        "firmwareVersion": "1.0",
+    }
+    assert event.warnings == [
+        "chargePointVendor: NUL characters removed",
+        "chargePointModel: NUL characters removed",
+        "firmwareVersion: NUL characters removed",
+    ]
+
+
+def test_lone_surrogates_are_replaced_in_values_and_names(protocol: OcppProtocol) -> None:
+    event = protocol.receive(
+        '[2,"s","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Available",'
+        '"info":"bad \\ud800 \\udfff\\u0000"}]'
+    )
+    assert isinstance(event, CallReceived), event
+    assert event.call.payload["info"] == "bad \ufffd \ufffd"
+    assert event.warnings == ["info: NUL characters removed and lone surrogates replaced by U+FFFD"]
+    event = protocol.receive('[2,"h","Heartbeat",{"\\ud800x\\u0000":1}]')
+    assert isinstance(event, Rejected)  # the cleaned name is still not a Heartbeat member
+    assert event.reply is not None and event.reply.encode("utf-8")
+
+
+def test_answers_to_our_calls_are_made_storable(protocol: OcppProtocol) -> None:
+    protocol.send_call("GetConfiguration", {})
+    event = protocol.receive(
+        '[3,"m1",{"configurationKey":[{"key":"Vendor\\u0000","readonly":true,'
+        '"value":"ABB\\u0000\\ud83d"}]}]'
+    )
+    assert isinstance(event, ResultReceived) and event.error is None
+    assert event.result.payload == {
+        "configurationKey": [{"key": "Vendor", "readonly": True, "value": "ABB\ufffd"}]
+    }
+    assert event.warnings == [
+        "configurationKey/0/key: NUL characters removed",
+        "configurationKey/0/value: NUL characters removed and lone surrogates replaced by U+FFFD",
+    ]
+    protocol.send_call("ClearCache", {})
+    event = protocol.receive('[4,"m2","Generic\\u0000Error","no\\ud800",{"why\\u0000":"x\\u0000"}]')
+    assert isinstance(event, ErrorReceived)
+    assert event.error == CallError("m2", "GenericError", "no\ufffd", {"why": "x"})
+    assert len(event.warnings) == 4
+
+
+def test_deep_nesting_is_refused_with_the_id(protocol: OcppProtocol) -> None:
+    event = protocol.receive('[2,"deep","DataTransfer",' + "[" * 100_000)
+    assert isinstance(event, Rejected)
+    assert event.reply == '[4,"deep","FormationViolation","nested deeper than 32 levels",{}]'
