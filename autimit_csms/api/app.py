@@ -13,13 +13,16 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, NoReturn
+from decimal import Context, Decimal
+from itertools import accumulate
+from typing import Any, Final, NoReturn
 
+import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..credentials import Verifier, parse_api_key, same_token
 from ..db import SQL, ConstraintViolation, Database, DatabaseUnavailable
@@ -27,6 +30,23 @@ from ..ocpp16 import SchemaRegistry
 from ..stations.commands import CommandBus
 
 log = logging.getLogger(__name__)
+
+# Deeper bodies are refused before parsing: json's decoder recurses per level, and
+# no body this API takes nests more than a few levels.
+MAX_BODY_BYTES: Final = 1 << 20
+MAX_JSON_DEPTH: Final = 64
+_JSON_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
+_NESTING: Final = {"[": 1, "{": 1, "]": -1, "}": -1}
+# Timestamps outside this range are refused: beyond it, `from` minus a default span or
+# the conversion of a stored value to UTC would overflow Python's datetime.
+MIN_TIME: Final = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+MAX_TIME: Final = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+_TIMESTAMP_CHARS: Final = re.compile(r"[0-9A-Za-z:.,+ -]{1,64}")
+# Numbers are kept to 12 decimal places (more than any column stores): PostgreSQL
+# refuses exponents such as 1E-99999 that Decimal accepts.
+_QUANTUM: Final = Decimal("1e-12")
+_WIDE: Final = Context(prec=100)
 
 
 class ApiError(Exception):
@@ -40,7 +60,7 @@ def fail(status: int, code: str, message: str, field: str | None = None) -> NoRe
 
 
 def invalid(field: str, message: str) -> NoReturn:
-    fail(422, "invalid_field", f"{field}: {message}", field)
+    fail(422, "invalid_field", f"{echo(field, 100)}: {message}", field)
 
 
 @dataclass(frozen=True)
@@ -74,14 +94,32 @@ def check_account(account_id: uuid.UUID) -> None:
         fail(403, "forbidden", "this resource belongs to another account")
 
 
-def scoped_account(requested: uuid.UUID | None) -> uuid.UUID | None:
-    """The account filter for a listing: an account key sees only its own."""
+async def scoped_account(requested: uuid.UUID | None) -> uuid.UUID | None:
+    """The account filter for a listing: an account key sees only its own.
+
+    Like every filter naming an object: an unknown account is 404, another
+    account's 403 (docs/read-api.md).
+    """
     me = principal()
-    if me.is_admin:
+    if requested is not None:
+        if await database().fetch_one(SQL.get_account, {"id": requested}) is None:
+            fail(404, "not_found", "no such account")
+        if not me.is_admin and requested != me.account_id:
+            fail(403, "forbidden", "an account key can only list its own account")
         return requested
-    if requested is not None and requested != me.account_id:
-        fail(403, "forbidden", "an account key can only list its own account")
     return me.account_id
+
+
+# Codes for the errors Quart/Werkzeug raise themselves, named like ours.
+HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+                     413: "payload_too_large"}
+
+
+def echo(text: str, limit: int) -> str:
+    """Client text quoted back in an error: bounded, NUL and lone surrogates escaped."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode()
 
 
 def _default(value: Any) -> Any:
@@ -99,12 +137,29 @@ def json_response(body: Any, status: int = 200) -> Response:
                     mimetype="application/json")
 
 
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in `text` (strings skipped), without recursion."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_NESTING.__getitem__, brackets)), default=0)
+
+
 async def json_object() -> dict[str, Any]:
-    """The body as a JSON object, numbers exact; 400 when it is not one."""
+    """The body as a JSON object, numbers exact; 400 when it is not one (not UTF-8,
+    not JSON, NaN/Infinity, nested deeper than MAX_JSON_DEPTH)."""
     raw = await request.get_data()
     try:
-        data = json.loads(raw or b"null", parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError):
+        text = raw.decode("utf-8") if raw else "null"
+    except UnicodeDecodeError:
+        fail(400, "malformed_json", "request body is not valid UTF-8")
+    if json_depth(text) > MAX_JSON_DEPTH:
+        fail(400, "malformed_json", f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+    except ValueError:  # also int() past the interpreter's digit limit
         fail(400, "malformed_json", "request body is not valid JSON")
     if not isinstance(data, dict):
         fail(400, "malformed_json", "request body must be a JSON object")
@@ -113,6 +168,12 @@ async def json_object() -> dict[str, Any]:
 
 async def json_body() -> Body:
     return Body(await json_object())
+
+
+async def no_body() -> None:
+    """For a POST that takes nothing: no body, or a JSON object without fields."""
+    if await request.get_data():
+        (await json_body()).done()
 
 
 def page_args() -> tuple[int, int]:
@@ -124,7 +185,7 @@ def query_int(name: str, *, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"\d{1,9}", raw) or not low <= int(raw) <= high:
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or not low <= int(raw) <= high:
         invalid(name, f"must be an integer from {low} to {high}")
     return int(raw)
 
@@ -141,6 +202,21 @@ def parse_uuid(name: str, raw: object) -> uuid.UUID:
         except ValueError:
             pass
     invalid(name, "must be a UUID")
+
+
+def parse_timestamp(name: str, raw: object) -> dt.datetime:
+    """An ISO 8601 timestamp with a time zone, from MIN_TIME to MAX_TIME; else 422."""
+    try:
+        # fromisoformat lets a NUL through ("...00\x00Z")
+        text = raw if isinstance(raw, str) and _TIMESTAMP_CHARS.fullmatch(raw) else None
+        parsed = None if text is None else dt.datetime.fromisoformat(text)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        invalid(name, "must be an ISO 8601 timestamp with a time zone")
+    if not MIN_TIME <= parsed <= MAX_TIME:
+        invalid(name, f"must be from {MIN_TIME.year} to {MAX_TIME.year}")
+    return parsed
 
 
 def page(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
@@ -202,6 +278,8 @@ class Body:
             return None
         if not isinstance(value, str) or not value.strip():
             invalid(name, "must be a non-empty string")
+        if unstorable(value, name):
+            invalid(name, "must not contain NUL characters or lone surrogates")
         if len(value) > max_len:
             invalid(name, f"must be at most {max_len} characters")
         if pattern and not re.fullmatch(pattern, value):
@@ -230,7 +308,7 @@ class Body:
         number = Decimal(value)
         if not low <= number <= high:
             invalid(name, f"must be from {low} to {high}")
-        return number
+        return number.quantize(_QUANTUM, context=_WIDE)
 
     def boolean(self, name: str, *, default: bool | None = None) -> bool | None:
         value = self._get(name, False)
@@ -242,15 +320,7 @@ class Body:
 
     def timestamp(self, name: str) -> dt.datetime | None:
         value = self._get(name, False)
-        if value is None:
-            return None
-        try:
-            parsed = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
-        except ValueError:
-            parsed = None
-        if parsed is None or parsed.tzinfo is None:
-            invalid(name, "must be an ISO 8601 timestamp with a time zone")
-        return parsed
+        return None if value is None else parse_timestamp(name, value)
 
     def choice(self, name: str, options: tuple[str, ...]) -> str | None:
         value = self._get(name, False)
@@ -268,13 +338,34 @@ class Body:
                 invalid(name, "is not a known field")
 
 
+def finish_sends(asgi_app: Callable[[Any, Any, Any], Awaitable[None]]
+                 ) -> Callable[[Any, Any, Any], Awaitable[None]]:
+    """Every ASGI send runs to its end, even when Quart-Trio cancels the request.
+
+    An answer given before the body was read (413, 401, 404, ...) makes Hypercorn
+    close the connection inside the app's last send; that same step wakes Quart-Trio's
+    body reader, which cancels the request's nursery, which cancelled the close: the
+    socket stayed open, unread, forever, and a client still sending its body hung.
+    Hypercorn already shields the socket writes themselves.
+    """
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def shielded(message: Any) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await asgi_app(scope, receive, shielded)
+
+    return app
+
+
 def create_app(db: Database, *, admin_token: str, public_ocpp_url: str, verifier: Verifier,
                commands: CommandBus, schemas: SchemaRegistry) -> QuartTrio:
     from . import accounts, id_tags, locations, reads, stations
     from . import commands as commands_api
 
     app = QuartTrio(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.asgi_app = finish_sends(app.asgi_app)  # type: ignore[method-assign]
     app.extensions["autimit"] = {"db": db, "public_ocpp_url": public_ocpp_url.rstrip("/"),
                                  "commands": commands, "schemas": schemas}
     for module in (accounts, locations, stations, id_tags, reads, commands_api):
@@ -296,11 +387,18 @@ def create_app(db: Database, *, admin_token: str, public_ocpp_url: str, verifier
             fail(401, "unauthorized", "invalid bearer token")
         g.principal = Principal(row["account_id"], key_id)
 
+    @app.before_request
+    async def storable_query() -> None:
+        # Every query value may reach a statement; PostgreSQL cannot take these.
+        for name, value in request.args.items(multi=True):
+            if unstorable(name) or unstorable(value):
+                invalid(name, "must not contain NUL characters or lone surrogates")
+
     @app.errorhandler(ApiError)
     async def api_error(err: ApiError) -> Response:
-        body: dict[str, Any] = {"code": err.code, "message": err.message}
+        body: dict[str, Any] = {"code": err.code, "message": echo(err.message, 500)}
         if err.field:
-            body["field"] = err.field
+            body["field"] = echo(err.field, 100)
         response = json_response({"error": body}, err.status)
         if err.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
@@ -321,9 +419,13 @@ def create_app(db: Database, *, admin_token: str, public_ocpp_url: str, verifier
 
     @app.errorhandler(HTTPException)
     async def http_error(err: HTTPException) -> Response:
-        code = (err.name or "error").lower().replace(" ", "_")
-        return json_response({"error": {"code": code, "message": err.description or code}},
-                             err.code or 500)
+        status = err.code or 500
+        code = HTTP_CODES.get(status) or (err.name or "error").lower().replace(" ", "_")
+        response = json_response({"error": {"code": code, "message": err.description or code}},
+                                 status)
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(err.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     async def crash(err: Exception) -> Response:

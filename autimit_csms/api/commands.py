@@ -9,7 +9,7 @@ from quart import Blueprint, Response
 
 from ..db import SQL, Row
 from ..ocpp16 import CSMS_TO_CHARGER, OcppError
-from ..stations.commands import CommandBus, StationOffline
+from ..stations.commands import CommandBus, StationOffline, UnstorablePayload
 from .app import (
     context,
     database,
@@ -21,6 +21,7 @@ from .app import (
     page_args,
     parse_uuid,
     principal,
+    unstorable,
 )
 from .stations import load_station
 
@@ -65,9 +66,15 @@ async def send_command(station_id: str, action: str) -> Response:
         invalid(field or "payload", err.description.split(": ", 1)[-1])
     bus: CommandBus = context()["commands"]
     try:
-        command = await bus.execute(station["id"], action, payload, principal().name)
+        # An offline station is a 409 whatever text the payload holds (the
+        # attempt is recorded with unstorable text as U+FFFD); for a live one
+        # such text is a 422 naming the field, nothing recorded or sent.
+        command = await bus.execute(station["id"], action, payload, principal().name,
+                                    unstorable_at=unstorable(payload))
     except StationOffline as offline:
         fail(409, "station_offline", f"the station is not connected (command {offline})")
+    except UnstorablePayload as bad:
+        invalid(bad.args[0], "must not contain NUL characters or lone surrogates")
     if command["status"] == "offline":  # it went away while the command waited
         fail(409, "station_offline", f"the station disconnected (command {command['id']})")
     return json_response(present(command), HTTP_STATUS[command["status"]])

@@ -66,7 +66,8 @@ async def create_id_tag() -> Response:
 async def list_id_tags() -> Response:
     limit, offset = page_args()
     rows = await database().fetch_all(SQL.list_id_tags, {
-        "account_id": scoped_account(query_uuid("accountId")), "limit": limit, "offset": offset})
+        "account_id": await scoped_account(query_uuid("accountId")), "limit": limit,
+        "offset": offset})
     return json_response(page([present(r) for r in rows], limit, offset))
 
 

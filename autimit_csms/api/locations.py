@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -65,14 +66,20 @@ async def create_location() -> Response:
 async def list_locations() -> Response:
     limit, offset = page_args()
     rows = await database().fetch_all(SQL.list_locations, {
-        "account_id": scoped_account(query_uuid("accountId")), "limit": limit, "offset": offset})
+        "account_id": await scoped_account(query_uuid("accountId")), "limit": limit,
+        "offset": offset})
     return json_response(page([present(r) for r in rows], limit, offset))
+
+
+async def load_location(location_id: uuid.UUID) -> Row:
+    """The location, 404 if unknown, 403 if another account's."""
+    row = await database().fetch_one(SQL.get_location, {"id": location_id})
+    if row is None:
+        fail(404, "not_found", "no such location")
+    check_account(row["account_id"])
+    return row
 
 
 @blueprint.get("/api/locations/<location_id>")
 async def get_location(location_id: str) -> Response:
-    row = await database().fetch_one(SQL.get_location, {"id": parse_uuid("id", location_id)})
-    if row is None:
-        fail(404, "not_found", "no such location")
-    check_account(row["account_id"])
-    return json_response(present(row))
+    return json_response(present(await load_location(parse_uuid("id", location_id))))

@@ -2,8 +2,9 @@
 
 Owns: the read-only endpoints of ADR 0002's query rules — live views from the
 current-state tables, charts/uptime/faults from the history tables — with
-their account scoping, paging and time-range validation. It must not write,
-and holds no SQL (db/reads.sql).
+their account scoping, paging and time-range validation, and the one session
+write an operator needs (closing a stuck session). It writes nothing else,
+and holds no SQL (db/reads.sql, db/queries.sql).
 """
 
 from __future__ import annotations
@@ -21,14 +22,19 @@ from .app import (
     database,
     fail,
     invalid,
+    json_object,
     json_response,
     page,
     page_args,
+    parse_timestamp,
     parse_uuid,
+    principal,
     query_int,
     query_uuid,
     scoped_account,
+    unstorable,
 )
+from .locations import load_location
 from .stations import load_station
 
 blueprint = Blueprint("reads", __name__)
@@ -51,14 +57,7 @@ def query_time(name: str) -> dt.datetime | None:
     if raw is None:
         return None
     spaced = _SPACED_OFFSET.fullmatch(raw)
-    text = f"{spaced[1]}+{spaced[2]}" if spaced else raw
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        invalid(name, "must be an ISO 8601 timestamp with a time zone")
-    return parsed
+    return parse_timestamp(name, f"{spaced[1]}+{spaced[2]}" if spaced else raw)
 
 
 def time_range(default_span: dt.timedelta | None
@@ -122,10 +121,7 @@ async def availability() -> Response:
     if station_id is not None:
         await load_station(station_id)
     if location_id is not None:
-        location = await db.fetch_one(SQL.get_location, {"id": location_id})
-        if location is None:
-            fail(404, "not_found", "no such location")
-        check_account(location["account_id"])
+        await load_location(location_id)
     limit, offset = page_args()
     rows = await db.fetch_all(SQL.availability, {
         "station_id": station_id, "location_id": location_id, "limit": limit,
@@ -160,8 +156,16 @@ def present_session(row: Row) -> dict[str, Any]:
         "energySource": row["energy_source"], "durationSeconds": row["duration_seconds"],
         "stopReason": row["stop_reason"], "stopIdTag": row["stop_id_tag"],
         "billingStatus": row["billing_status"], "reservationId": row["reservation_id"],
+        # who closed it: charger (StopTransaction), newSession (its stop was lost
+        # and a new session started on the connector) or operator; the last two
+        # have billingStatus "review" and say why in reviewReason
+        "closedBy": _CLOSED_BY.get(row["stop_source"]), "reviewReason": row["review_reason"],
         "createdAt": row["created_at"], "updatedAt": row["updated_at"],
     }
+
+
+_CLOSED_BY: Final = {"charger": "charger", "new_session": "newSession", "operator": "operator"}
+MAX_REASON: Final = 500
 
 
 def session_filter(**given: Any) -> dict[str, Any]:
@@ -193,7 +197,7 @@ async def list_sessions() -> Response:
         invalid("idTag", "must be 1 to 20 characters")
     start, end = time_range(None)
     rows = await database().fetch_all(SQL.select_sessions, session_filter(
-        account_id=scoped_account(query_uuid("accountId")), station_id=station_id,
+        account_id=await scoped_account(query_uuid("accountId")), station_id=station_id,
         transaction_id=optional_int("transactionId", low=0, high=2_147_483_647),
         id_tag=id_tag, active=query_bool("active"), from_at=start, to_at=end,
         limit=limit, offset=offset))
@@ -203,6 +207,29 @@ async def list_sessions() -> Response:
 @blueprint.get("/api/sessions/<session_id>")
 async def get_session(session_id: str) -> Response:
     return json_response(present_session(await load_session(parse_uuid("id", session_id))))
+
+
+@blueprint.post("/api/sessions/<session_id>/close")
+async def close_session(session_id: str) -> Response:
+    """An operator closes a stuck session (its StopTransaction never came): now,
+    energy from its last meter reading, for billing review, audited. The charger
+    is not told; a StopTransaction arriving later still corrects the figures."""
+    session = await load_session(parse_uuid("id", session_id))
+    body = await json_object()
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        invalid("reason", "is required: why the session is closed")
+    if unstorable(reason, "reason"):
+        invalid("reason", "must not contain NUL characters or lone surrogates")
+    if len(reason) > MAX_REASON:
+        invalid("reason", f"must be at most {MAX_REASON} characters")
+    if session["status"] != "active":
+        fail(409, "session_closed", "the session is already closed")
+    closed = await database().fetch_one(SQL.close_session, {
+        "id": session["id"], "reason": reason.strip(), "requested_by": principal().name})
+    if closed is None:  # stopped meanwhile
+        fail(409, "session_closed", "the session is already closed")
+    return json_response(present_session(await load_session(session["id"])))
 
 
 @blueprint.get("/api/stations/<station_id>/active-sessions")

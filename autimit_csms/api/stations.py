@@ -18,6 +18,7 @@ from .app import (
     invalid,
     json_body,
     json_response,
+    no_body,
     page,
     page_args,
     parse_uuid,
@@ -25,6 +26,7 @@ from .app import (
     query_uuid,
     scoped_account,
 )
+from .locations import load_location
 
 blueprint = Blueprint("stations", __name__)
 
@@ -112,9 +114,13 @@ async def load_station(station_id: uuid.UUID) -> Row:
 @blueprint.get("/api/stations")
 async def list_stations() -> Response:
     limit, offset = page_args()
+    account_id = await scoped_account(query_uuid("accountId"))
+    location_id = query_uuid("locationId")
+    if location_id is not None:
+        await load_location(location_id)
     rows = await database().fetch_all(SQL.select_stations, {
-        "id": None, "account_id": scoped_account(query_uuid("accountId")),
-        "location_id": query_uuid("locationId"), "limit": limit, "offset": offset})
+        "id": None, "account_id": account_id, "location_id": location_id,
+        "limit": limit, "offset": offset})
     return json_response(page([present(r) for r in rows], limit, offset))
 
 
@@ -142,6 +148,7 @@ async def update_station(station_id: str) -> Response:
 async def rotate_secret(station_id: str) -> Response:
     """A new one-time secret; the old one stops working for new connections at once."""
     row = await load_station(parse_uuid("id", station_id))
+    await no_body()
     secret = new_station_secret()
     await database().fetch_one(SQL.set_station_secret, {
         "id": row["id"], "secret_hash": await hash_secret(secret)})
