@@ -12,6 +12,7 @@ from .database import (
     DatabaseError,
     DatabaseUnavailable,
     Row,
+    UnstorableValue,
     as_json,
 )
 from .statements import SQL
@@ -23,5 +24,6 @@ __all__ = [
     "DatabaseError",
     "DatabaseUnavailable",
     "Row",
+    "UnstorableValue",
     "as_json",
 ]

@@ -50,6 +50,10 @@ class DatabaseUnavailable(DatabaseError):
     """The server cannot be reached or the pool is exhausted; retry later."""
 
 
+class UnstorableValue(DatabaseError):
+    """A parameter PostgreSQL cannot take (e.g. a lone UTF-16 surrogate in text)."""
+
+
 class ConstraintViolation(DatabaseError):
     def __init__(self, kind: str, constraint: str | None) -> None:
         super().__init__(f"{kind} violation on {constraint}")
@@ -128,6 +132,10 @@ class Database:
             return await trio.to_thread.run_sync(in_thread, limiter=self._limiter)
         except psycopg.Error as exc:
             raise translate(exc) from None
+        except UnicodeEncodeError:
+            # A lone surrogate ("\ud800" in JSON) cannot be sent to PostgreSQL at all;
+            # callers clean or refuse such text first, this keeps a miss a plain error.
+            raise UnstorableValue("text that cannot be encoded for PostgreSQL") from None
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
         return await self.run(lambda conn: conn.execute(sql, params).fetchone())
@@ -150,9 +158,9 @@ class Database:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             return conn
 
-        def wait(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
-            # stop_after=1: hand over each notification as soon as it arrives
-            return [(n.channel, n.payload) for n in conn.notifies(timeout=1.0, stop_after=1)]
+        def received(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+            # timeout=0: only what already arrived; never blocks the event loop
+            return [(n.channel, n.payload) for n in conn.notifies(timeout=0.0)]
 
         try:
             conn = await trio.to_thread.run_sync(connect)
@@ -160,8 +168,11 @@ class Database:
             raise translate(exc) from None
         try:
             while True:
-                for channel, payload in await trio.to_thread.run_sync(wait, conn):
+                for channel, payload in received(conn):
                     on_notify(channel, payload)
+                # Waited on in Trio, not in a thread with a poll timeout, so a
+                # cancellation (shutdown) ends the wait at once.
+                await trio.lowlevel.wait_readable(conn.fileno())
         except psycopg.Error as exc:
             raise translate(exc) from None
         finally:

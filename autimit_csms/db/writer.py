@@ -97,13 +97,19 @@ class GroupCommitWriter:
         except DatabaseUnavailable as err:
             for item in batch:
                 item.error = err
-        except DatabaseError:
+        except Exception as err:  # noqa: BLE001 - whatever it is, the writer must go on
+            if not isinstance(err, DatabaseError):
+                log.exception("write batch failed unexpectedly; retrying its items one by one")
             # One item broke the transaction: give each its own.
             for item in batch:
                 try:
                     await self._db.run(partial(_run_alone, item))
                 except DatabaseError as err:
                     item.error = err
+                    self.stats.failed_items += 1
+                except Exception:  # noqa: BLE001 - a bug in one write rule costs only its own
+                    log.exception("write rule failed unexpectedly")
+                    item.error = DatabaseError("write failed")
                     self.stats.failed_items += 1
         self.stats.batches += 1
         self.stats.items += len(batch)
