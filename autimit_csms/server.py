@@ -10,15 +10,17 @@
             └── housekeeping              (heartbeat watchdog)
 
 Dependency direction: ocpp16 <- handlers <- stations <- server -> api; db is used
-by handlers, api and stations. Shutdown: stop accepting, give open connections
-`shutdown_grace` seconds, then close the writer, which commits what it holds.
+by handlers, api and stations. Shutdown: stop accepting, close the chargers'
+connections (1001) and give them and API requests in flight at most
+`shutdown_grace` seconds -- it ends as soon as they are done, not at the
+deadline -- then close the writer, which commits what it holds.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import partial
+from typing import Any
 
 import trio
 
@@ -44,6 +46,7 @@ class Server:
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
     api_urls: list[str] = field(default_factory=list)
     ocpp_port: int = 0
+    grace_expired: bool = False  # set by run(): the grace deadline had to cut something off
     _stop: trio.Event = field(default_factory=trio.Event)
 
     def stop(self) -> None:
@@ -62,15 +65,33 @@ class Server:
             try:
                 async with trio.open_nursery() as front:
                     self.commands = CommandBus(self.db, self.writer, self.sessions,
-                                               settings.command_timeout)
+                                               settings.command_timeout,
+                                               settings.node_silence)
                     await front.start(self.commands.run, shutdown)
                     app = create_app(self.db, admin_token=settings.admin_token,
                                      public_ocpp_url=settings.public_ocpp_url,
                                      verifier=self.verifier, commands=self.commands,
                                      schemas=self.schemas)
-                    self.api_urls = await front.start(partial(
-                        serve_api, app, settings.api_listen, certfile=settings.tls_cert,
-                        keyfile=settings.tls_key, shutdown=shutdown))
+                    requests = app.asgi_app = _RequestsInFlight(app.asgi_app)
+                    api = trio.CancelScope()
+
+                    async def run_api(task_status: trio.TaskStatus[list[str]]) -> None:
+                        with api:
+                            await serve_api(app, settings.api_listen, certfile=settings.tls_cert,
+                                            keyfile=settings.tls_key, shutdown=shutdown,
+                                            task_status=task_status)
+
+                    async def stop_api() -> None:
+                        # Hypercorn keeps an idle keep-alive connection until its own
+                        # graceful_timeout (quart-trio cancels the idle timer that would
+                        # close it); once no request is in flight nothing is lost by
+                        # cancelling it.
+                        await shutdown.wait()
+                        await requests.idle()
+                        api.cancel()
+
+                    self.api_urls = await front.start(run_api)
+                    front.start_soon(stop_api)
                     log.info("REST API on %s", ", ".join(self.api_urls))
                     self.ocpp_port = await front.start(self.ocpp.serve, shutdown)
                     task_status.started(self)
@@ -79,11 +100,43 @@ class Server:
                              settings.shutdown_grace)
                     shutdown.set()
                     front.cancel_scope.deadline = trio.current_time() + settings.shutdown_grace
+                self.grace_expired = front.cancel_scope.cancel_called
+                if self.grace_expired:
+                    log.warning("shutdown grace of %.0f s expired; the rest was cancelled",
+                                settings.shutdown_grace)
             finally:
                 # Also when cancelled: nothing submits any more, so the writer
                 # commits what it holds and returns.
                 self.writer.close()
         log.info("stopped")
+
+
+class _RequestsInFlight:
+    """ASGI middleware counting HTTP requests being answered."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._count = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if not self._count:
+            self._idle = trio.Event()
+        self._count += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._count -= 1
+            if not self._count:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        while self._count:
+            await self._idle.wait()
 
 
 async def serve(settings: Settings) -> None:

@@ -27,6 +27,14 @@ class Settings:
     db_pool_size: int = 10
     shutdown_grace: float = 10           # seconds connections get to finish on SIGTERM
     command_timeout: float = 30          # seconds a command waits for the charger's answer
+    node_silence: float = 30             # a process silent this long holds no station (offline)
+    # Limits (docs/ocpp.md "Limits and floods"); 0 disables each.
+    max_connections: int = 20000         # open OCPP connections per process (mind `ulimit -n`)
+    max_connections_per_source: int = 2000  # per IPv4 address / IPv6 /64: chargers behind NAT
+    auth_failures_per_source: int = 60   # failed handshakes a minute before throttling
+    auth_failures_per_station: int = 10  # the same, per station code (known or not)
+    max_calls_per_second: float = 20     # frames a connection may send, after a burst of
+    call_burst: int = 500                # ... this many (an offline queue being replayed)
 
 
 # (name, type, help): flag --name-with-dashes, env AUTIMIT_NAME; the contract first.
@@ -45,6 +53,15 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("db_pool_size", int, "database connections per process"),
     ("shutdown_grace", float, "seconds open connections get to finish at shutdown"),
     ("command_timeout", float, "seconds an API command waits for the charger (then 504)"),
+    ("node_silence", float, "seconds without a process heartbeat before its stations are "
+                            "marked offline"),
+    ("max_connections", int, "open OCPP connections per process (then HTTP 503)"),
+    ("max_connections_per_source", int, "open OCPP connections per source address (then 503)"),
+    ("auth_failures_per_source", int, "failed handshakes a minute per source before throttling"),
+    ("auth_failures_per_station", int, "failed handshakes a minute per station code before "
+                                       "throttling"),
+    ("max_calls_per_second", float, "frames a second one connection may send (then reading waits)"),
+    ("call_burst", int, "frames a connection may send at once before the pace applies"),
 ]
 
 

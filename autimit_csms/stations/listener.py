@@ -1,9 +1,11 @@
-"""The OCPP-J 1.6 listener: handshake decisions before the upgrade, then a session.
+"""The OCPP-J 1.6 listener: admission and handshake decisions before the upgrade, then a session.
 
-Owns: path and Basic Auth checks (ADR 0001 connection flow), subprotocol
-negotiation (OCPP-J §3), TLS, the connections nursery and its graceful close,
-and the heartbeat watchdog. Refusals happen before the upgrade, so a refused
-charger never gets a WebSocket.
+Owns: accepting TCP itself (so a source over its failure budget is dropped before
+any HTTP parsing or TLS), path and Basic Auth checks (ADR 0001 connection flow),
+the limits of stations/limits.py applied at the door, subprotocol negotiation
+(OCPP-J §3), TLS, the connections nursery and its graceful close, and the
+heartbeat watchdog. Refusals happen before the upgrade, so a refused charger
+never gets a WebSocket.
 """
 
 from __future__ import annotations
@@ -12,20 +14,22 @@ import base64
 import binascii
 import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
+from http import HTTPStatus
 from typing import Final
 from urllib.parse import unquote
 
 import trio
-from trio_websocket import WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
 from ..credentials import Verifier
 from ..db import SQL, Database, DatabaseError
 from ..db.writer import GroupCommitWriter
 from ..handlers import StationContext
-from ..handlers.context import now
 from ..ocpp16 import OcppProtocol, SchemaRegistry
 from ..settings import Settings, split_listen
+from .limits import Admission, Pace, Standing, source_key
 from .session import SessionRegistry, StationSession
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,18 @@ SUBPROTOCOL: Final = "ocpp1.6"
 # deliberately not the specification's SHOULD-404 for unknown identities
 # (OCPP-J §5.2), so station codes cannot be probed.
 _UNAUTHORIZED: Final = [(b"WWW-Authenticate", b'Basic realm="Autimit OCPP", charset="UTF-8"')]
+HANDSHAKE_TIMEOUT: Final = 10.0  # seconds from accept to a complete HTTP request (slowloris)
+CLOSE_TIMEOUT: Final = 5.0       # seconds a finished connection gets to close cleanly
+RETRY_AFTER: Final = b"60"  # throttled or full: budgets refill within a minute
+
+
+class _Refused(Exception):
+    """A handshake refusal: the status and headers to answer, and how it is counted."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], kind: str,
+                 code: str | None = None) -> None:
+        super().__init__(kind)
+        self.status, self.headers, self.kind, self.code = status, headers, kind, code
 
 
 @dataclass
@@ -48,36 +64,43 @@ class OcppService:
     verifier: Verifier
     schemas: SchemaRegistry
     sessions: SessionRegistry
+    limits: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limits = Admission(self.settings)
+        self._handshakes: set[trio.CancelScope] = set()
+        self._stopping = False
 
     async def serve(self, shutdown: trio.Event,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until `shutdown`; then stop accepting, close sessions, wait for them."""
         host, port = split_listen(self.settings.ocpp_listen)
+        listeners: list[trio.abc.Listener] = [*await trio.open_tcp_listeners(port, host=host)]
+        context = self.ssl_context()
+        if context is not None:
+            listeners = [trio.SSLListener(listener, context, https_compatible=True)
+                         for listener in listeners]
         async with trio.open_nursery() as connections:
-            listener = trio.CancelScope()
+            background = trio.CancelScope()
 
-            async def listen(task_status: trio.TaskStatus[int]) -> None:
-                with listener:
-                    await serve_websocket(
-                        self._handle, host, port, self.ssl_context(),
-                        handler_nursery=connections,
-                        max_message_size=self.settings.max_frame_bytes,
-                        task_status=task_status)
+            async def run_background() -> None:
+                with background:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(partial(trio.serve_listeners, self._connection,
+                                                   listeners, handler_nursery=connections))
+                        nursery.start_soon(self._watchdog)
+                        nursery.start_soon(self.limits.refusals.run)
 
-            server = await connections.start(listen)
-            watchdog = trio.CancelScope()
-
-            async def watch() -> None:
-                with watchdog:
-                    await self._watchdog()
-
-            connections.start_soon(watch)
+            connections.start_soon(run_background)
+            bound = _port(listeners[0])
             log.info("OCPP-J 1.6 listener on %s://%s:%d%s{stationCode}",
-                     "wss" if self.settings.tls_cert else "ws", host, server.port, PATH_PREFIX)
-            task_status.started(server.port)
+                     "wss" if self.settings.tls_cert else "ws", host, bound, PATH_PREFIX)
+            task_status.started(bound)
             await shutdown.wait()
-            listener.cancel()
-            watchdog.cancel()
+            background.cancel()
+            self._stopping = True
+            for handshake in self._handshakes:  # nothing to finish there: let them go now
+                handshake.cancel()
             self.sessions.close_all("server shutting down", code=1001)  # going away
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -88,29 +111,86 @@ class OcppService:
         context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
         return context
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _connection(self, stream: trio.abc.Stream) -> None:
+        """One accepted TCP connection, from admission to the end of its session.
+
+        The request head is read and judged here, before any WebSocket machinery:
+        a refusal is one canned response, the cheapest answer a flood can get.
+        Only an admitted request is handed to trio-websocket (head replayed).
+        """
+        peer = _peer(stream)
+        source = source_key(peer[0])
+        limits = self.limits
+        if limits.sources.standing(source) is Standing.BLOCKED:
+            # Still failing after being told to wait: not worth an HTTP parse (or TLS).
+            limits.refusals.count(source, "dropped")
+            await trio.aclose_forcefully(stream)
+            return
+        full = limits.over_limit(source)
         try:
-            await self._handshake_and_run(request)
+            with limits.holding(source):
+                head: tuple[bytes, bytes] | None = None
+                with trio.move_on_after(HANDSHAKE_TIMEOUT) as handshake:
+                    self._handshakes.add(handshake)
+                    head = await _read_head(stream)
+                self._handshakes.discard(handshake)
+                if head is None:
+                    if not self._stopping:  # nothing complete in time, or not HTTP at all
+                        limits.failed(source, "no_request")
+                    return
+                try:
+                    code, header = self._admissible(head[0], full)
+                    login = await self._authenticate(code, header, source)
+                except _Refused as refused:
+                    if refused.kind == "over_limit":
+                        limits.refusals.count(source, refused.kind)
+                    else:
+                        limits.failed(source, refused.kind, refused.code)
+                    await stream.send_all(_response(refused.status, refused.headers))
+                    return
+                except DatabaseError:
+                    log.warning("handshake from %s refused: database unavailable", source)
+                    await stream.send_all(_response(503, [(b"Retry-After", b"30")]))
+                    return
+                await self._upgrade(_Replay(stream, head[0] + head[1]), *login,
+                                    f"{peer[0]}:{peer[1]}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
+            pass  # the peer left before our answer
         except Exception:
             # One connection's failure must never take the listener down.
             log.exception("connection task failed")
+        finally:
+            with trio.move_on_after(CLOSE_TIMEOUT) as closing:
+                await stream.aclose()
+            if closing.cancelled_caught:
+                await trio.aclose_forcefully(stream)
 
-    async def _handshake_and_run(self, request: WebSocketRequest) -> None:
-        code = station_code_from_path(request.path)
+    def _admissible(self, head: bytes, full: bool) -> tuple[str, bytes | None]:
+        """(station code, Authorization header) of a request worth checking; else _Refused."""
+        request = _parse_head(head)
+        if request is None:
+            raise _Refused(400, [], "bad_request")
+        path, headers = request
+        code = station_code_from_path(path)
         if code is None:
-            await request.reject(404)
-            return
-        try:
-            login = await self._authenticate(code, dict(request.headers).get(b"authorization"))
-        except DatabaseError:
-            log.warning("handshake of %r refused: database unavailable", code)
-            await request.reject(503, extra_headers=[(b"Retry-After", b"30")])
-            return
-        if login is None:
-            log.info("handshake of %r refused: bad credentials", code)
-            await request.reject(401, extra_headers=_UNAUTHORIZED)
-            return
-        ctx, relaxed = login
+            raise _Refused(404, [], "bad_path")
+        if full or self._stopping:
+            raise _Refused(503, [(b"Retry-After", RETRY_AFTER)], "over_limit")
+        return code, headers.get(b"authorization")
+
+    async def _upgrade(self, stream: _Replay, ctx: StationContext, relaxed: bool,
+                       remote: str) -> None:
+        async with trio.open_nursery() as nursery:
+            request: WebSocketRequest | None = None
+            with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                request = await wrap_server_stream(
+                    nursery, stream, max_message_size=self.settings.max_frame_bytes)
+            if request is not None and not self._stopping:
+                await self._run_session(request, ctx, relaxed, remote)
+            nursery.cancel_scope.cancel()  # the reader task, whatever state it is in
+
+    async def _run_session(self, request: WebSocketRequest, ctx: StationContext,
+                           relaxed: bool, remote: str) -> None:
         if SUBPROTOCOL not in request.proposed_subprotocols:
             # OCPP-J §3.1.2: complete the handshake without the header, then close.
             ws = await request.accept()
@@ -119,60 +199,73 @@ class OcppService:
             await ws.aclose(1002, f"subprotocol {SUBPROTOCOL} required")
             return
         ws = await request.accept(subprotocol=SUBPROTOCOL)
-        try:
-            remote = str(ws.remote)
-        except OSError:  # the peer is already gone; the session finds out on read
-            remote = "?"
+        settings = self.settings
+        pace = (Pace(settings.max_calls_per_second, settings.call_burst)
+                if settings.max_calls_per_second > 0 else None)
         session = StationSession(ws, OcppProtocol(self.schemas, relaxed=relaxed), ctx,
-                                 self.sessions, remote)
+                                 self.sessions, remote, pace=pace)
         try:
-            await session.run(self.settings.ws_ping_interval)
+            await session.run(settings.ws_ping_interval)
         except DatabaseError as err:
-            log.warning("%s: database unavailable at connect (%s); closing", code, err)
+            log.warning("%s: database unavailable at connect (%s); closing", ctx.station_code,
+                        err)
 
-    async def _authenticate(self, code: str, header: bytes | None
-                            ) -> tuple[StationContext, bool] | None:
-        """The station's context and its relaxed-validation flag, or None: refuse."""
+    async def _authenticate(self, code: str, header: bytes | None, source: str
+                            ) -> tuple[StationContext, bool]:
+        """The station's context and its relaxed-validation flag; raises _Refused.
+
+        Order matters for floods: the budgets are checked before the database
+        and bcrypt; an unknown code costs a lookup and a sleep as long as a
+        bcrypt check (timing alike), never the check itself.
+        """
         credentials = basic_credentials(header)
         # ADR 0001: the Basic Auth username must be the stationCode of the path.
         if credentials is None or credentials[0] != code:
-            return None
+            raise _Refused(401, _UNAUTHORIZED, "malformed", code)
+        secret = credentials[1]
+        throttled = self.limits.standing(source, code) is not Standing.OK
+        known_hash = self.verifier.verified_before(secret, user=code)
+        if throttled and known_hash is None:
+            raise self._throttled(code)
         row = await self.db.fetch_one(SQL.find_station_login, {"station_code": code})
-        if row is None or not await self.verifier.verify(credentials[1],
-                                                         row["station_secret_hash"]):
-            return None
+        if row is None:
+            if not throttled:
+                await trio.sleep(min(self.verifier.typical_seconds, 0.5))
+            raise self._throttled(code) if throttled else _Refused(
+                401, _UNAUTHORIZED, "unknown", code)
+        stored = row["station_secret_hash"]
+        if throttled:
+            if known_hash != stored:  # rotated since: a full check must wait
+                raise self._throttled(code)
+        elif not await self.verifier.verify(secret, stored, user=code):
+            raise _Refused(401, _UNAUTHORIZED, "wrong_secret", code)
         return StationContext(
             station_id=row["id"], station_code=row["station_code"],
             account_id=row["account_id"], registration=row["registration_status"] or "new",
             heartbeat_interval=self.settings.heartbeat_interval,
             writer=self.writer, db=self.db), row["ocpp_relaxed"]
 
+    @staticmethod
+    def _throttled(code: str) -> _Refused:
+        # One fixed Retry-After: it must not depend on whether the code exists.
+        return _Refused(429, [(b"Retry-After", RETRY_AFTER)], "throttled", code)
+
     async def _watchdog(self) -> None:
-        """Close connections silent beyond the limit; sweep stations nobody holds."""
+        """Close connections silent beyond the limit (no frame, no pong).
+
+        Only this process's sockets: stations left online by a process that died
+        are swept by the node liveness rule (stations/commands.py, docs/ocpp.md).
+        """
         limit = self.settings.heartbeat_interval * self.settings.offline_after_heartbeats
         period = max(1.0, min(60.0, limit / 4))
         while True:
             await trio.sleep(period)
             clock = trio.current_time()
-            held = []
             for session in self.sessions.sessions():
                 if clock - session.last_activity > limit:
                     log.warning("%s silent for %.0f s; closing", session.ctx.station_code,
                                 clock - session.last_activity)
                     session.close(f"silent for more than {limit:.0f} s", timed_out=True)
-                else:
-                    held.append(session.ctx.station_id)
-            try:
-                await self.writer.submit(SQL.touch_stations, {
-                    "stations": held, "at": now()})
-                rows = await self.writer.submit(SQL.mark_silent_stations_offline, {
-                    "silence": f"{limit} seconds", "held": held})
-            except DatabaseError as err:
-                log.warning("watchdog: database unavailable (%s)", err)
-                continue
-            for row in rows:
-                log.info("station %s marked offline: silent and not connected here",
-                         row["station_id"])
 
 
 def station_code_from_path(path: str) -> str | None:
@@ -202,3 +295,88 @@ def basic_credentials(header: bytes | None) -> tuple[str, str] | None:
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None
 
+
+MAX_HEAD: Final = 8192  # bytes of request line + headers; a real upgrade is ~300
+
+
+async def _read_head(stream: trio.abc.Stream) -> tuple[bytes, bytes] | None:
+    """(request head through its blank line, bytes read after it), or None."""
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0:
+        if len(data) > MAX_HEAD:
+            return None
+        try:
+            chunk = await stream.receive_some(4096)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None  # reset, or a failed TLS handshake
+        if not chunk:
+            return None
+        data += chunk
+    return data[:end + 4], data[end + 4:]
+
+
+def _parse_head(head: bytes) -> tuple[str, dict[bytes, bytes]] | None:
+    """Path and headers (lower-case names, first wins) of a GET upgrade; None if not one.
+    Only what admission needs: trio-websocket validates the rest afterwards."""
+    request_line, *lines = head[:-4].split(b"\r\n")
+    parts = request_line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or not parts[2].startswith(b"HTTP/1."):
+        return None
+    headers: dict[bytes, bytes] = {}
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            return None
+        headers.setdefault(name.strip().lower(), value.strip())
+    if b"websocket" not in headers.get(b"upgrade", b"").lower():
+        return None
+    try:
+        return parts[1].decode("ascii"), headers
+    except UnicodeDecodeError:
+        return None
+
+
+def _response(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode(),
+             *(name + b": " + value for name, value in headers),
+             b"Content-Length: 0", b"Connection: close"]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class _Replay(trio.abc.Stream):
+    """A stream whose first bytes were already read: it gives them back first."""
+
+    def __init__(self, stream: trio.abc.Stream, already_read: bytes) -> None:
+        self._stream, self._pending = stream, already_read
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if not self._pending:
+            return bytes(await self._stream.receive_some(max_bytes))
+        await trio.lowlevel.checkpoint()
+        data = self._pending[:max_bytes] if max_bytes else self._pending
+        self._pending = self._pending[len(data):]
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _peer(stream: trio.abc.Stream) -> tuple[str, int]:
+    socket_stream = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    try:
+        peer = socket_stream.socket.getpeername()  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return "?", 0
+    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
+
+def _port(listener: trio.abc.Listener) -> int:
+    if isinstance(listener, trio.SSLListener):
+        listener = listener.transport_listener
+    assert isinstance(listener, trio.SocketListener)
+    return int(listener.socket.getsockname()[1])

@@ -33,6 +33,8 @@ from ..ocpp16 import (
     Rejected,
     ResultReceived,
 )
+from ..ocpp16.codec import redact_for_log
+from .limits import Pace
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,14 @@ class Metrics:
     frames_in: int = 0
     calls_by_action: Counter[str] = field(default_factory=Counter)
     call_errors_sent: Counter[str] = field(default_factory=Counter)
+    frames_paced: int = 0  # read later than they arrived: the connection was over its pace
 
 
 class StationSession:
     def __init__(self, ws: WebSocketConnection, protocol: OcppProtocol, ctx: StationContext,
-                 registry: SessionRegistry, remote: str = "?") -> None:
+                 registry: SessionRegistry, remote: str = "?", *,
+                 pace: Pace | None = None) -> None:
+        self._pace = pace
         self.ws = ws
         self.remote = remote
         self.protocol = protocol
@@ -99,6 +104,11 @@ class StationSession:
     async def _read_loop(self) -> None:
         while self._closing is None:
             with trio.CancelScope() as self._read_scope:
+                if self._pace is not None and (wait := self._pace.take()) > 0:
+                    # Not reading is the throttle: the frames wait in TCP buffers,
+                    # the charger's sends block, nothing is lost or refused.
+                    self.registry.metrics.frames_paced += 1
+                    await trio.sleep(wait)
                 try:
                     message = await self.ws.get_message()
                 except ConnectionClosed as closed:
@@ -121,7 +131,8 @@ class StationSession:
                 return
 
     async def _handle(self, text: str) -> None:
-        log.debug("%s <- %s", self.ctx.station_code, text)
+        if log.isEnabledFor(logging.DEBUG):  # id tags and keys never reach a log
+            log.debug("%s <- %s", self.ctx.station_code, redact_for_log(text))
         event = self.protocol.receive(text)
         if isinstance(event, CallReceived):
             await self._send(await self._answer_call(event))
@@ -132,6 +143,9 @@ class StationSession:
             if event.reply is not None:
                 await self._send(event.reply)
         elif isinstance(event, ResultReceived | ErrorReceived):
+            for warning in event.warnings:
+                log.warning("%s %s.conf accepted with a warning: %s", self.ctx.station_code,
+                            event.action, warning)
             if self._answer is not None:
                 self._answer.send_nowait(event)
         elif isinstance(event, Ignored):
@@ -140,8 +154,8 @@ class StationSession:
     async def _answer_call(self, event: CallReceived) -> str:
         call, ctx = event.call, self.ctx
         self.registry.metrics.calls_by_action[call.action] += 1
-        for warning in event.warnings:  # relaxed mode: stored, but said
-            log.warning("%s %s accepted in relaxed mode: %s", ctx.station_code, call.action,
+        for warning in event.warnings:  # corrected or tolerated: stored, but said
+            log.warning("%s %s accepted with a warning: %s", ctx.station_code, call.action,
                         warning)
         if not ctx.accepted and call.action != "BootNotification":
             # OCPP-J errata §3.8: nothing but BootNotification before acceptance.
@@ -168,7 +182,8 @@ class StationSession:
         return self.protocol.answer_error(call, code, description)
 
     async def _send(self, text: str) -> None:
-        log.debug("%s -> %s", self.ctx.station_code, text)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s -> %s", self.ctx.station_code, redact_for_log(text))
         await self.ws.send_message(text)
 
     async def call(self, action: str, payload: dict[str, Any]
@@ -186,6 +201,8 @@ class StationSession:
             try:
                 await self._send(text)
                 return await receive.receive()
+            except trio.EndOfChannel:  # the session ended first (see _finish)
+                raise ConnectionClosed(self.ws.closed) from None
             finally:
                 self._answer = None
                 if self.protocol.outstanding_call == unique_id:
@@ -209,6 +226,8 @@ class StationSession:
     async def _finish(self) -> None:
         reason = self._closing or "connection task ended"
         self.registry.detach(self)
+        if self._answer is not None:  # a command waiting for an answer that cannot come
+            self._answer.close()
         with trio.move_on_after(2):
             try:
                 await self.ws.aclose(self._close_code, reason[:120])
