@@ -201,6 +201,19 @@ CREATE INDEX IF NOT EXISTS charging_sessions_station_idx ON charging_sessions (s
 CREATE INDEX IF NOT EXISTS charging_sessions_active_idx ON charging_sessions (station_id, connector_number)
     WHERE status = 'active';
 CREATE INDEX IF NOT EXISTS charging_sessions_id_tag_idx ON charging_sessions (lower(id_tag), started_at DESC);
+-- Beyond the ADR: a session can end without its StopTransaction (lost while the
+-- charger was offline, a replaced controller...). `stop_source` says who closed it:
+-- 'charger' (StopTransaction), 'new_session' (a StartTransaction on the same
+-- connector closed it, issue 7) or 'operator' (POST /api/sessions/:id/close).
+-- A session not closed by its charger has an estimated meterStop (its highest
+-- energy register reading, else unknown): billing_status 'review', and
+-- review_reason says why. Added by ALTER so an existing database upgrades.
+ALTER TABLE charging_sessions ADD COLUMN IF NOT EXISTS stop_source text
+    CHECK (stop_source IN ('charger', 'new_session', 'operator'));
+ALTER TABLE charging_sessions ADD COLUMN IF NOT EXISTS review_reason text;
+ALTER TABLE charging_sessions DROP CONSTRAINT IF EXISTS charging_sessions_billing_status_check;
+ALTER TABLE charging_sessions ADD CONSTRAINT charging_sessions_billing_status_check
+    CHECK (billing_status IN ('open', 'pending', 'billed', 'not_billable', 'review'));
 
 -- ---------------------------------------------------------------- ADR 0002: history
 -- Append-only. Partition column as ADR 0002 says; unique keys include it.
@@ -280,6 +293,24 @@ CREATE TABLE IF NOT EXISTS session_events (
     reason          text,
     recorded_at     timestamptz NOT NULL DEFAULT now()
 );
+-- Beyond the ADR: sessions closed without their StopTransaction (see
+-- charging_sessions.stop_source) are events too; `requested_by` is who closed
+-- one through the API ('admin' or 'api-key:<key id>'), for the audit trail.
+ALTER TABLE session_events ADD COLUMN IF NOT EXISTS requested_by text;
+-- Replaced only when it lacks the new types: on TimescaleDB this table is a
+-- (possibly compressed) hypertable, where DDL is best done once, not every apply.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'session_events'::regclass
+                     AND conname = 'session_events_event_type_check'
+                     AND pg_get_constraintdef(oid) LIKE '%closed_by_operator%') THEN
+        ALTER TABLE session_events DROP CONSTRAINT IF EXISTS session_events_event_type_check;
+        ALTER TABLE session_events ADD CONSTRAINT session_events_event_type_check
+            CHECK (event_type IN ('started', 'start_repeated', 'stopped', 'stop_repeated',
+                                  'stop_unmatched', 'closed_stale', 'closed_by_operator'));
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS session_events_session_idx ON session_events (session_id, occurred_at);
 CREATE INDEX IF NOT EXISTS session_events_station_idx ON session_events (station_id, occurred_at DESC);
 

@@ -1,16 +1,15 @@
 -- Commands to chargers and the process ownership that routes them
 -- (DESIGN.md scale-out: PostgreSQL rows + LISTEN/NOTIFY, no other broker).
 
--- name: register_node
+-- name: node_heartbeat
+-- A process's sign of life (also its registration: a row forgotten while the
+-- process could not reach the database comes back). Also forgets processes
+-- gone for an hour; their stations were swept offline long before.
+WITH gone AS (
+    DELETE FROM csms_nodes WHERE last_seen_at < now() - interval '1 hour' AND id <> %(id)s
+)
 INSERT INTO csms_nodes (id, hostname, pid) VALUES (%(id)s, %(hostname)s, %(pid)s)
 ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
-
--- name: node_heartbeat
--- Also forgets processes gone for an hour (their stations were swept offline).
-WITH gone AS (
-    DELETE FROM csms_nodes WHERE last_seen_at < now() - interval '1 hour'
-)
-UPDATE csms_nodes SET last_seen_at = now() WHERE id = %(id)s;
 
 -- name: forget_node
 DELETE FROM csms_nodes WHERE id = %(id)s;
@@ -20,6 +19,57 @@ SELECT r.status, r.node_id, n.last_seen_at AS node_seen_at
 FROM station_runtime_state r
 LEFT JOIN csms_nodes n ON n.id = r.node_id
 WHERE r.station_id = %(station_id)s;
+
+-- name: sweep_unheld_stations
+-- The liveness rule (docs/ocpp.md "Liveness"): a station is online only while
+-- the process recorded as its holder (node_id) is alive, i.e. its csms_nodes
+-- heartbeat is younger than %(silence)s seconds. Any process sweeps the others:
+-- a station whose holder is unknown, gone or silent is marked offline, dated at
+-- the holder's last sign of life (so uptime is not overstated). The UPDATE
+-- re-checks holder and connection under the row lock: a station that just
+-- connected to a live process, or that another sweep took first, is left alone.
+WITH unheld AS (
+    SELECT r.station_id, r.node_id, r.connected_at,
+           COALESCE(GREATEST(n.last_seen_at, r.last_seen_at, r.connected_at), now())
+               AS last_sign
+    FROM station_runtime_state r
+    LEFT JOIN csms_nodes n ON n.id = r.node_id
+    WHERE r.status <> 'offline'
+      AND (n.id IS NULL OR n.last_seen_at < now() - make_interval(secs => %(silence)s))
+), state AS (
+    UPDATE station_runtime_state r
+    SET status = 'offline', disconnected_at = unheld.last_sign, node_id = NULL,
+        updated_at = now()
+    FROM unheld
+    WHERE r.station_id = unheld.station_id AND r.status <> 'offline'
+      AND r.node_id IS NOT DISTINCT FROM unheld.node_id
+      AND r.connected_at IS NOT DISTINCT FROM unheld.connected_at
+    RETURNING r.station_id, unheld.last_sign
+)
+INSERT INTO station_connection_events (station_id, occurred_at, event_type, reason)
+SELECT station_id, last_sign, 'timed_out', 'the process holding its connection is gone'
+FROM state
+RETURNING station_id;
+
+-- name: reclaim_stations
+-- A process that could not heartbeat for a while may have had its stations
+-- swept by the others while it still held their sockets: it records them as
+-- online again, only where its own connection is still the latest one.
+WITH held AS (
+    SELECT * FROM unnest(%(stations)s::uuid[], %(connected_at)s::timestamptz[])
+        AS h(station_id, connected_at)
+), state AS (
+    UPDATE station_runtime_state r
+    SET status = 'online', node_id = %(node_id)s, updated_at = now()
+    FROM held
+    WHERE r.station_id = held.station_id AND r.connected_at = held.connected_at
+      AND (r.status = 'offline' OR r.node_id IS DISTINCT FROM %(node_id)s)
+    RETURNING r.station_id
+)
+INSERT INTO station_connection_events (station_id, occurred_at, event_type, reason)
+SELECT station_id, now(), 'connected', 'the process holding its connection is back'
+FROM state
+RETURNING station_id;
 
 -- name: insert_command
 -- The NOTIFY is delivered when this commits; it carries "command:station".
@@ -114,11 +164,15 @@ SELECT list_version, entries, updated_at FROM station_local_auth_lists
 WHERE station_id = %(station_id)s;
 
 -- name: record_charging_profile
--- OCPP 1.6 §3.13.2: a profile replaces one with the same id, or with the same
--- stackLevel and purpose on the same connector.
+-- OCPP 1.6 §3.13.2: a profile replaces one with the same id (on any connector),
+-- or with the same stackLevel and purpose on the same connector. The row with
+-- the same key is replaced in place (ON CONFLICT): a DELETE of it in the same
+-- statement would run after the INSERT and not make room for it.
 WITH replaced AS (
     DELETE FROM station_charging_profiles
     WHERE station_id = %(station_id)s
+      AND NOT (connector_number = %(connector_number)s
+               AND charging_profile_id = %(charging_profile_id)s)
       AND (charging_profile_id = %(charging_profile_id)s
            OR (connector_number = %(connector_number)s AND stack_level = %(stack_level)s
                AND purpose = %(purpose)s))
@@ -126,7 +180,10 @@ WITH replaced AS (
 INSERT INTO station_charging_profiles (station_id, connector_number, charging_profile_id,
                                        stack_level, purpose, profile)
 VALUES (%(station_id)s, %(connector_number)s, %(charging_profile_id)s, %(stack_level)s,
-        %(purpose)s, %(profile)s);
+        %(purpose)s, %(profile)s)
+ON CONFLICT (station_id, connector_number, charging_profile_id) DO UPDATE
+SET stack_level = EXCLUDED.stack_level, purpose = EXCLUDED.purpose,
+    profile = EXCLUDED.profile, installed_at = now();
 
 -- name: clear_charging_profiles
 DELETE FROM station_charging_profiles

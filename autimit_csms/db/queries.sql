@@ -175,6 +175,7 @@ WITH state AS (
     UPDATE station_runtime_state
     SET status = 'offline', disconnected_at = %(at)s, node_id = NULL, updated_at = now()
     WHERE station_id = %(station_id)s AND connected_at = %(connected_at)s
+      AND status <> 'offline'  -- already swept (its process seemed gone): recorded then
     RETURNING station_id
 )
 INSERT INTO station_connection_events (station_id, occurred_at, event_type, reason)
@@ -280,7 +281,11 @@ WHERE s.id = %(station_id)s;
 
 -- name: start_transaction
 -- Deduplicated on content (station, connector, idTag, timestamp, meterStart):
--- a StartTransaction re-sent with a new message id gets its first transactionId.
+-- a StartTransaction re-sent with a new message id gets its first transactionId
+-- and closes nothing. A new session closes a session still active on the same
+-- connector that started no later (its StopTransaction was lost; issue 7): at
+-- the new start, with its highest energy register reading of that transaction
+-- as meterStop (else unknown), for billing review, with a 'closed_stale' event.
 WITH existing AS (
     SELECT id, transaction_id, id_tag_status FROM charging_sessions
     WHERE station_id = %(station_id)s AND connector_number = %(connector_number)s
@@ -297,39 +302,76 @@ WITH existing AS (
            %(reservation_id)s, %(meter_start)s, %(started_at)s
     WHERE NOT EXISTS (SELECT 1 FROM existing)
     RETURNING id, transaction_id, id_tag_status
+), stale AS (
+    SELECT cs.id, cs.meter_start_wh,
+           (SELECT max(mv.value) FROM meter_values mv
+            WHERE mv.station_id = cs.station_id AND mv.transaction_id = cs.transaction_id
+              AND mv.measurand = 'Energy.Active.Import.Register' AND mv.phase IS NULL
+              AND mv.unit = 'Wh')::bigint AS last_wh
+    FROM charging_sessions cs
+    WHERE cs.station_id = %(station_id)s AND cs.connector_number = %(connector_number)s
+      AND cs.status = 'active' AND cs.started_at <= %(started_at)s
+), closed AS (
+    UPDATE charging_sessions cs
+    SET status = 'completed', stopped_at = %(started_at)s, meter_stop_wh = stale.last_wh,
+        energy_wh = stale.last_wh - stale.meter_start_wh, stop_source = 'new_session',
+        billing_status = 'review',
+        review_reason = 'no StopTransaction: transaction ' || created.transaction_id
+                        || ' started on the same connector; meterStop '
+                        || CASE WHEN stale.last_wh IS NULL THEN 'unknown (no meter reading)'
+                                ELSE 'from the last meter reading' END,
+        updated_at = now()
+    FROM stale, created
+    WHERE cs.id = stale.id
+    RETURNING cs.id, cs.transaction_id, cs.id_tag, cs.meter_stop_wh, cs.review_reason
 ), reservation AS (
     UPDATE reservations SET status = 'used', updated_at = now()
     WHERE station_id = %(station_id)s AND reservation_id = %(reservation_id)s
       AND EXISTS (SELECT 1 FROM created)
 ), history AS (
     INSERT INTO session_events (station_id, session_id, transaction_id, occurred_at,
-                                event_type, id_tag, meter_wh)
+                                event_type, id_tag, meter_wh, reason)
     SELECT %(station_id)s, id, transaction_id, %(started_at)s, 'started', %(id_tag)s,
-           %(meter_start)s FROM created
+           %(meter_start)s, NULL FROM created
     UNION ALL
     SELECT %(station_id)s, id, transaction_id, %(started_at)s, 'start_repeated', %(id_tag)s,
-           %(meter_start)s FROM existing
+           %(meter_start)s, NULL FROM existing
+    UNION ALL
+    SELECT %(station_id)s, id, transaction_id, %(started_at)s, 'closed_stale', id_tag,
+           meter_stop_wh, review_reason FROM closed
 )
-SELECT transaction_id, id_tag_status, true AS created FROM created
+SELECT transaction_id, id_tag_status, true AS created,
+       ARRAY(SELECT transaction_id FROM closed ORDER BY transaction_id) AS closed_stale
+FROM created
 UNION ALL
-SELECT transaction_id, id_tag_status, false AS created FROM existing;
+SELECT transaction_id, id_tag_status, false AS created, '{}'::integer[] AS closed_stale
+FROM existing;
 
 -- name: stop_transaction
 -- Closes the session once; a repeated stop changes nothing (no double billing)
 -- and a stop for an unknown transactionId (0, -1, lost) is kept as an event.
+-- A session the CSMS closed without its stop (stop_source 'new_session' or
+-- 'operator') takes the real figures of a StopTransaction arriving later, and
+-- stays marked for review. The condition is on `cs`, re-read under the row
+-- lock, so an operator's close and the charger's stop never both win.
 WITH target AS (
-    SELECT id, status FROM charging_sessions
+    SELECT id FROM charging_sessions
     WHERE station_id = %(station_id)s AND transaction_id = %(transaction_id)s
 ), closed AS (
     UPDATE charging_sessions cs
     SET status = 'completed', meter_stop_wh = %(meter_stop)s,
         energy_wh = %(meter_stop)s - cs.meter_start_wh, stopped_at = %(stopped_at)s,
-        stop_reason = %(reason)s, stop_id_tag = %(id_tag)s,
-        billing_status = CASE WHEN %(meter_stop)s >= cs.meter_start_wh THEN 'pending'
+        stop_reason = %(reason)s, stop_id_tag = %(id_tag)s, stop_source = 'charger',
+        billing_status = CASE WHEN cs.status = 'completed' THEN 'review'
+                              WHEN %(meter_stop)s >= cs.meter_start_wh THEN 'pending'
                               ELSE 'not_billable' END,
+        review_reason = CASE WHEN cs.status = 'completed'
+                             THEN cs.review_reason || '; corrected by its StopTransaction'
+                             ELSE cs.review_reason END,
         updated_at = now()
     FROM target
-    WHERE cs.id = target.id AND target.status = 'active'
+    WHERE cs.id = target.id
+      AND (cs.status = 'active' OR cs.stop_source IN ('new_session', 'operator'))
     RETURNING cs.id, cs.energy_wh
 ), history AS (
     INSERT INTO session_events (station_id, session_id, transaction_id, occurred_at,
@@ -343,6 +385,39 @@ WITH target AS (
 SELECT (SELECT id FROM target) AS session_id,
        EXISTS (SELECT 1 FROM closed) AS closed,
        (SELECT energy_wh FROM closed) AS energy_wh;
+
+-- name: close_session
+-- An operator closes a stuck session (POST /api/sessions/:id/close): now, with
+-- the highest energy register reading of its transaction as meterStop (else
+-- unknown), for billing review with the operator's reason; the event names who.
+-- No row: the session was not active (already closed).
+WITH target AS (
+    SELECT cs.id, cs.meter_start_wh,
+           (SELECT max(mv.value) FROM meter_values mv
+            WHERE mv.station_id = cs.station_id AND mv.transaction_id = cs.transaction_id
+              AND mv.measurand = 'Energy.Active.Import.Register' AND mv.phase IS NULL
+              AND mv.unit = 'Wh')::bigint AS last_wh
+    FROM charging_sessions cs
+    WHERE cs.id = %(id)s
+), closed AS (
+    UPDATE charging_sessions cs
+    SET status = 'completed', stopped_at = GREATEST(now(), cs.started_at),
+        meter_stop_wh = target.last_wh, energy_wh = target.last_wh - target.meter_start_wh,
+        stop_source = 'operator', billing_status = 'review',
+        review_reason = 'closed by ' || %(requested_by)s || ': ' || %(reason)s,
+        updated_at = now()
+    FROM target
+    WHERE cs.id = target.id AND cs.status = 'active'
+    RETURNING cs.id, cs.station_id, cs.transaction_id, cs.id_tag, cs.stopped_at,
+              cs.meter_stop_wh
+), history AS (
+    INSERT INTO session_events (station_id, session_id, transaction_id, occurred_at,
+                                event_type, id_tag, meter_wh, reason, requested_by)
+    SELECT station_id, id, transaction_id, stopped_at, 'closed_by_operator', id_tag,
+           meter_stop_wh, %(reason)s, %(requested_by)s
+    FROM closed
+)
+SELECT id FROM closed;
 
 -- name: insert_meter_values
 -- One row per sampled value, of one or many messages: the group-commit writer
@@ -395,25 +470,3 @@ SELECT station_id, %(at)s, %(action)s, %(payload)s FROM state;
 -- name: station_notification
 INSERT INTO station_notifications (station_id, occurred_at, action, payload)
 VALUES (%(station_id)s, %(at)s, %(action)s, %(payload)s);
-
--- name: mark_silent_stations_offline
--- Housekeeping fallback for stations this process holds no socket for (e.g.
--- left 'online' by a process that died): silent for too long means offline.
-WITH state AS (
-    UPDATE station_runtime_state
-    SET status = 'offline', disconnected_at = last_seen_at, node_id = NULL, updated_at = now()
-    WHERE status <> 'offline' AND last_seen_at < now() - %(silence)s::interval
-      AND NOT (station_id = ANY (%(held)s::uuid[]))
-    RETURNING station_id, last_seen_at
-)
--- dated at the last sign of life, so uptime is not overstated
-INSERT INTO station_connection_events (station_id, occurred_at, event_type, reason)
-SELECT station_id, last_seen_at, 'timed_out', 'no message within the offline limit' FROM state
-RETURNING station_id;
-
--- name: touch_stations
--- Live connections this process holds: keeps last_seen_at honest for chargers
--- that rely on WebSocket pings instead of Heartbeats (OCPP-J §5).
-UPDATE station_runtime_state
-SET last_seen_at = GREATEST(last_seen_at, %(at)s)
-WHERE station_id = ANY (%(stations)s::uuid[]);

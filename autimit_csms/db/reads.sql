@@ -67,14 +67,19 @@ LEFT JOIN LATERAL (
 -- filtered by account, station, idTag (any case), active or not, and start
 -- time. energy_wh is the stored billing figure once stopped; while active, the
 -- latest energy register reading of the transaction (meter_values) minus
--- meterStart, marked as such.
+-- meterStart, marked as such. A session closed without its StopTransaction
+-- (stop_source 'new_session' or 'operator') has billing_status 'review', a
+-- review_reason, and its stored figure comes from the last meter reading.
 SELECT cs.id, cs.transaction_id, cs.station_id, s.station_code, s.account_id,
        cs.connector_number, cs.id_tag, cs.id_tag_status, cs.reservation_id, cs.status,
        cs.meter_start_wh, cs.meter_stop_wh, cs.started_at, cs.stopped_at, cs.stop_reason,
-       cs.stop_id_tag, cs.billing_status, cs.created_at, cs.updated_at,
+       cs.stop_id_tag, cs.billing_status, cs.stop_source, cs.review_reason, cs.created_at,
+       cs.updated_at,
        CASE WHEN cs.energy_wh IS NOT NULL THEN cs.energy_wh
             ELSE (live.value - cs.meter_start_wh)::bigint END AS energy_wh,
-       CASE WHEN cs.energy_wh IS NOT NULL THEN 'meterStop'
+       CASE WHEN cs.energy_wh IS NOT NULL
+                 AND cs.stop_source IN ('new_session', 'operator') THEN 'meterValues'
+            WHEN cs.energy_wh IS NOT NULL THEN 'meterStop'
             WHEN live.value IS NOT NULL THEN 'meterValues' END AS energy_source,
        EXTRACT(EPOCH FROM cs.stopped_at - cs.started_at) AS duration_seconds
 FROM charging_sessions cs

@@ -3,13 +3,15 @@
 Chargers queue these while offline and replay them later, re-sent with new
 message ids after a CALLERROR or a lost answer (OCPP 1.6 §3.6, §4.8); every
 write here is therefore idempotent on content, and every message is answered.
+A StartTransaction also closes a session its charger never stopped on that
+connector (the stop was lost), for billing review (db/queries.sql).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 from typing import Any, Final
 
 from ..db import SQL
@@ -72,6 +74,10 @@ async def start_transaction(ctx: StationContext, p: dict[str, Any]) -> dict[str,
     if row["created"]:
         log.info("%s transaction %d started on connector %d (%s)", ctx.station_code,
                  row["transaction_id"], p["connectorId"], info["status"])
+        for stale in row["closed_stale"]:  # its StopTransaction never came
+            log.warning("%s transaction %d closed without a stop (transaction %d started on "
+                        "connector %d); marked for billing review", ctx.station_code, stale,
+                        row["transaction_id"], p["connectorId"])
     else:  # a replay: same transactionId, same verdict as the first time
         info["status"] = row["id_tag_status"]
     return {"transactionId": row["transaction_id"], "idTagInfo": info}
@@ -113,6 +119,23 @@ def _samples(meter_values: list[dict[str, Any]]) -> list[tuple[dt.datetime, dict
             for mv in meter_values for sv in mv["sampledValue"]]
 
 
+# Beyond any meter (1e100 Wh) and far inside what PostgreSQL's numeric stores: a value
+# like "1e999999" would otherwise fail the whole write and the charger would resend it
+# forever; it is kept as raw text instead, like any other value that is not a number.
+_MAX_EXPONENT: Final = 100
+
+
+def _number(text: str, factor: int) -> Decimal | None:
+    """The sampled value in base units, or None when it is not a storable number."""
+    try:
+        value = Decimal(text)
+        if not value.is_finite() or abs(value.adjusted()) > _MAX_EXPONENT:
+            return None
+        return value * factor
+    except DecimalException:  # InvalidOperation, and Overflow on absurd exponents
+        return None
+
+
 def _meter_rows(ctx: StationContext, connector_number: int | None, transaction_id: int | None,
                 samples: list[tuple[dt.datetime, dict[str, Any]]]) -> dict[str, Any]:
     """Parameters of insert_meter_values: every sample as a row of one JSON array
@@ -121,14 +144,7 @@ def _meter_rows(ctx: StationContext, connector_number: int | None, transaction_i
     for sampled_at, sv in samples:
         sample = {**SAMPLE_DEFAULTS, **sv}
         unit, factor = BASE_UNITS.get(sample["unit"], (sample["unit"], 1))
-        value: Decimal | None = None
-        if sample["format"] == "Raw":
-            try:
-                value = Decimal(sample["value"]) * factor
-            except InvalidOperation:
-                value = None
-            if value is not None and not value.is_finite():
-                value = None
+        value = _number(sample["value"], factor) if sample["format"] == "Raw" else None
         keep_raw = sample["format"] == "SignedData" or value is None
         rows.append({"station_id": str(ctx.station_id), "connector_number": connector_number,
                      "transaction_id": transaction_id, "sampled_at": sampled_at.isoformat(),

@@ -6,6 +6,10 @@ timeout / offline / failed), waking the process that holds the station's socket
 autimit_command_done), and recording what an accepted command changed on the
 charger (reservations, local list, charging profiles, configuration). The API
 calls `execute`; each process runs `run` in its root nursery.
+
+Also owns the liveness rule of processes (docs/ocpp.md "Liveness"): each process
+heartbeats its csms_nodes row, and sweeps offline the stations whose holding
+process is gone or silent for `node_silence` seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, Final
 import trio
 from trio_websocket import ConnectionClosed
 
-from ..db import SQL, Database, DatabaseError, Row, as_json
+from ..db import SQL, Database, DatabaseError, DatabaseUnavailable, Row, as_json
 from ..db.writer import GroupCommitWriter
 from ..handlers.context import now
 from ..ocpp16 import ErrorReceived, OcppError
@@ -28,11 +32,17 @@ from .session import SessionRegistry
 
 log = logging.getLogger(__name__)
 
-NODE_SILENCE: Final = 30  # seconds without a node heartbeat: its stations are not reachable
+NODE_SILENCE: Final = 30.0  # seconds without a node heartbeat: its stations are offline
+NODE_HEARTBEAT: Final = 2.0  # seconds between heartbeats (at most node_silence / 3)
+RETRY_PAUSE: Final = 0.5     # seconds between attempts to record an outcome
 
 
 class StationOffline(Exception):
     """No process holds a socket for this station."""
+
+
+class UnstorablePayload(Exception):
+    """Text in the payload PostgreSQL cannot store (NUL, lone surrogate); args[0] is the field."""
 
 
 @dataclass
@@ -41,6 +51,7 @@ class CommandBus:
     writer: GroupCommitWriter
     sessions: SessionRegistry
     command_timeout: float
+    node_silence: float = NODE_SILENCE
 
     def __post_init__(self) -> None:
         self._waiters: dict[uuid.UUID, trio.Event] = {}
@@ -53,29 +64,42 @@ class CommandBus:
     # ------------------------------------------------------------ requester side
 
     async def execute(self, station_id: uuid.UUID, action: str, payload: dict[str, Any],
-                      requested_by: str) -> Row:
+                      requested_by: str, *, unstorable_at: str | None = None) -> Row:
         """Queue a command, wait for whichever process delivers it; return its row.
 
         Raises StationOffline (recorded as an 'offline' command) when no live
-        process holds the station. Waits at most command_timeout (+ margin);
-        a command still open then is marked 'timeout'.
+        process holds the station, whatever the payload: `unstorable_at` (the
+        field with text PostgreSQL cannot store) only makes the recorded copy
+        replace that text with U+FFFD. For a live station such a payload raises
+        UnstorablePayload, nothing recorded or sent. Waits at most twice
+        command_timeout (+ margin): the call, then recording its outcome; a
+        command still open then is marked 'timeout'.
         """
         route = await self.db.fetch_one(SQL.station_route, {"station_id": station_id})
         online = bool(route and route["status"] != "offline" and route["node_id"]
                       and route["node_seen_at"] is not None
-                      and (now() - route["node_seen_at"]).total_seconds() < NODE_SILENCE)
+                      and (now() - route["node_seen_at"]).total_seconds() < self.node_silence)
+        if online and unstorable_at is not None:
+            raise UnstorablePayload(unstorable_at)
         command_id = uuid.uuid4()
+        if not online:
+            note = "no connection to the station"
+            if unstorable_at is not None:
+                payload = storable(payload)
+                note += f"; text at {unstorable_at[:100]} recorded with U+FFFD (unstorable)"
+            await self.db.fetch_one(SQL.insert_command, {
+                "id": command_id, "station_id": station_id, "action": action,
+                "payload": as_json(payload), "requested_by": requested_by,
+                "status": "offline", "error_code": "StationOffline",
+                "error_description": note})
+            raise StationOffline(str(command_id))
         done = self._waiters[command_id] = trio.Event()  # before the NOTIFY can answer
         try:
             await self.db.fetch_one(SQL.insert_command, {
                 "id": command_id, "station_id": station_id, "action": action,
                 "payload": as_json(payload), "requested_by": requested_by,
-                "status": "queued" if online else "offline",
-                "error_code": None if online else "StationOffline",
-                "error_description": None if online else "no connection to the station"})
-            if not online:
-                raise StationOffline(str(command_id))
-            with trio.move_on_after(self.command_timeout + 2):
+                "status": "queued", "error_code": None, "error_description": None})
+            with trio.move_on_after(2 * self.command_timeout + 2):
                 await done.wait()
         finally:
             del self._waiters[command_id]
@@ -93,8 +117,7 @@ class CommandBus:
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """LISTEN for commands and completions and deliver those for our stations,
         until `shutdown`; deliveries in flight then finish."""
-        await self.db.execute(SQL.register_node, {
-            "id": self.node_id, "hostname": socket.gethostname(), "pid": os.getpid()})
+        await self.db.execute(SQL.node_heartbeat, self._node_row())
         async with trio.open_nursery() as deliveries:
             self._nursery = deliveries
             async with trio.open_nursery() as background:
@@ -125,16 +148,39 @@ class CommandBus:
         if self.sessions.get(uuid.UUID(station_id)) is not None and self._nursery is not None:
             self._nursery.start_soon(self._deliver, uuid.UUID(command_id))
 
+    def _node_row(self) -> dict[str, Any]:
+        return {"id": self.node_id, "hostname": socket.gethostname(), "pid": os.getpid()}
+
     async def _sweep(self) -> None:
-        """Deliver commands whose NOTIFY was missed; keep this node's heartbeat."""
+        """Keep this node's heartbeat; sweep stations whose holder is gone; deliver
+        commands whose NOTIFY was missed."""
+        period = min(NODE_HEARTBEAT, self.node_silence / 3)
+        last_beat = trio.current_time()
         while True:
-            await trio.sleep(2)
-            held = [s.ctx.station_id for s in self.sessions.sessions()]
+            await trio.sleep(period)
+            held = self.sessions.sessions()
             try:
-                await self.db.execute(SQL.node_heartbeat, {"id": self.node_id})
-                rows = await self.db.fetch_all(SQL.queued_commands_for, {"stations": held})
-            except DatabaseError:
+                await self.db.execute(SQL.node_heartbeat, self._node_row())
+                if trio.current_time() - last_beat > self.node_silence / 2:
+                    # Silent long enough for another process to have swept our stations.
+                    reclaimed = await self.db.fetch_all(SQL.reclaim_stations, {
+                        "node_id": self.node_id,
+                        "stations": [s.ctx.station_id for s in held],
+                        "connected_at": [s.connected_at for s in held]})
+                    if reclaimed:
+                        log.warning("%d stations recorded online again after this process "
+                                    "could not heartbeat", len(reclaimed))
+                last_beat = trio.current_time()
+                swept = await self.db.fetch_all(SQL.sweep_unheld_stations, {
+                    "silence": self.node_silence})
+                rows = await self.db.fetch_all(SQL.queued_commands_for, {
+                    "stations": [s.ctx.station_id for s in held]})
+            except DatabaseError as err:
+                log.warning("node heartbeat/sweep: %s (%s)", type(err).__name__, err)
                 continue
+            for row in swept:
+                log.info("station %s marked offline: the process holding it is gone",
+                         row["station_id"])
             for row in rows:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._deliver, row["id"])
@@ -143,13 +189,61 @@ class CommandBus:
         try:
             command = await self.db.fetch_one(SQL.claim_command, {
                 "id": command_id, "node_id": self.node_id})
-            if command is None:  # another process or a sweep claimed it first
-                return
-            outcome, answer = await self._call(command)
-            await self.writer.submit(SQL.finish_command, {"id": command_id, **outcome},
-                                     *effects(command, answer))
-        except DatabaseError as err:
-            log.error("command %s: database unavailable (%s)", command_id, err)
+        except DatabaseError as err:  # still queued: the requester marks it in time
+            log.error("command %s not claimed: %s (%s)", command_id, type(err).__name__, err)
+            return
+        if command is None:  # another process or a sweep claimed it first
+            return
+        outcome, answer = await self._call(command)
+        await self._finish(command, outcome, effects(command, answer))
+        # A requester in this process is told at once, not only through the NOTIFY,
+        # which the listener no longer hears once shutdown has begun.
+        waiter = self._waiters.get(command_id)
+        if waiter is not None:
+            waiter.set()
+
+    async def _finish(self, command: Row, outcome: dict[str, Any],
+                      statements: list[tuple[str, dict[str, Any]]]) -> None:
+        """Record the outcome and what it changed, in one transaction.
+
+        A charger's answer is never lost to a failure of ours: a database outage
+        is retried for up to command_timeout; a statement that fails for any
+        other reason (a constraint, unstorable text) is dropped and the outcome
+        kept, with that failure as its error; answer text PostgreSQL cannot
+        store is kept with U+FFFD in its place.
+        """
+        command_id, action = command["id"], command["action"]
+        response, sanitized = outcome["response"], False
+        with trio.move_on_after(self.command_timeout):
+            while True:
+                try:
+                    await self.writer.submit(SQL.finish_command, {"id": command_id, **outcome},
+                                             *statements)
+                    return
+                except DatabaseUnavailable as err:
+                    log.warning("command %s (%s): outcome not recorded yet (%s); retrying",
+                                command_id, action, err)
+                    await trio.sleep(RETRY_PAUSE)
+                    continue
+                except DatabaseError as err:
+                    failure = f"{type(err).__name__}: {err}"
+                if statements:
+                    log.error("command %s (%s): the charger answered, but recording what it "
+                              "changed failed: %s", command_id, action, failure)
+                    statements, what = [], "recording what it changed"
+                elif response is not None and not sanitized:
+                    log.error("command %s (%s): the answer cannot be stored as sent (%s); "
+                              "stored with U+FFFD", command_id, action, failure)
+                    outcome["response"] = as_json(storable(response.obj))
+                    sanitized, what = True, "storing the answer as sent"
+                else:
+                    log.error("command %s (%s): outcome not recorded: %s", command_id, action,
+                              failure)
+                    return
+                outcome["error_code"] = "NotRecorded"
+                outcome["error_description"] = f"answer kept; {what} failed ({failure})"[:500]
+        log.error("command %s (%s): outcome not recorded within %.0f s: database unavailable",
+                  command_id, action, self.command_timeout)
 
     async def _call(self, command: Row) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The command's outcome columns, and the charger's answer if it accepted the call."""
@@ -231,3 +325,15 @@ def effects(command: Row, answer: dict[str, Any] | None) -> list[tuple[str, dict
             "station_id": station_id, "source": "ChangeConfiguration", "keys": [p["key"]],
             "values": [p["value"]], "readonly": [False]})]
     return []
+
+
+def storable(value: Any) -> Any:
+    """`value` with the text PostgreSQL cannot store (NUL, lone surrogates) as U+FFFD."""
+    if isinstance(value, str):
+        return "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c
+                       for c in value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value

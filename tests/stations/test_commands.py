@@ -289,3 +289,89 @@ async def test_account_key_commands_only_its_own_stations(
         r = await other.post(f"/api/stations/{station.id}/commands/Reset", json={"type": "Soft"})
         assert r.status_code == 403
         assert (await other.get(f"/api/stations/{station.id}/commands")).status_code == 403
+
+
+async def test_set_charging_profile_replaces_as_ocpp_says(
+        api: httpx.AsyncClient, station: Provisioned, charger: Charger, db_url: str) -> None:
+    # OCPP 1.6 §3.13.2: same chargingProfileId, or same stackLevel + purpose on the
+    # connector, replaces (the reused id used to hit the primary key: 504 + old kept).
+    base = f"/api/stations/{station.id}"
+
+    async def install(connector: int, **changes: Any) -> httpx.Response:
+        profile = {**PROFILE, **changes}
+        r = await api.post(f"{base}/commands/SetChargingProfile",
+                           json={"connectorId": connector, "csChargingProfiles": profile})
+        assert r.status_code == 200, r.text
+        assert r.json()["response"] == {"status": "Accepted"} and r.json()["error"] is None
+        return r
+
+    def installed() -> list[tuple[int, int, int, str]]:
+        return [(r[0], r[1], r[2], str(r[3])) for r in psycopg.connect(db_url).execute(
+            "SELECT connector_number, charging_profile_id, stack_level, "
+            "profile->'chargingSchedule'->'chargingSchedulePeriod'->0->>'limit' "
+            "FROM station_charging_profiles ORDER BY 1, 2").fetchall()]
+
+    await install(1)
+    await install(2, chargingProfileId=8)
+    assert installed() == [(1, 7, 1, "11.1"), (2, 8, 1, "11.1")]
+    schedule = {"chargingRateUnit": "A", "chargingSchedulePeriod": [
+        {"startPeriod": 0, "limit": 16}]}
+    await install(1, chargingSchedule=schedule)                       # same id, same place
+    assert installed() == [(1, 7, 1, "16"), (2, 8, 1, "11.1")]
+    await install(1, chargingProfileId=9, chargingSchedule=schedule)  # same level + purpose
+    assert installed() == [(1, 9, 1, "16"), (2, 8, 1, "11.1")]
+    await install(1, chargingProfileId=8, stackLevel=2)               # id 8 moves connector
+    assert installed() == [(1, 8, 2, "11.1"), (1, 9, 1, "16")]
+    statuses = psycopg.connect(db_url).execute(
+        "SELECT DISTINCT status FROM station_commands").fetchall()
+    assert statuses == [("answered",)]
+
+
+async def test_a_failure_recording_the_effect_keeps_the_chargers_answer(
+        api: httpx.AsyncClient, station: Provisioned, charger: Charger, db_url: str) -> None:
+    # connectorId -1 passes the OCPP schema, the charger accepts it, and the
+    # profiles table refuses it: the answer stands, the failure is said as such.
+    r = await api.post(f"/api/stations/{station.id}/commands/SetChargingProfile",
+                       json={"connectorId": -1, "csChargingProfiles": PROFILE})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "answered" and body["response"] == {"status": "Accepted"}
+    assert body["error"]["code"] == "NotRecorded"
+    assert "ConstraintViolation" in body["error"]["message"]
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT status, response, error_code FROM station_commands "
+                           "WHERE id = %s", (body["id"],)).fetchone()
+        assert row == ("answered", {"status": "Accepted"}, "NotRecorded")
+        assert conn.execute("SELECT count(*) FROM station_charging_profiles").fetchone() == (0,)
+    # the next command is unaffected
+    r = await api.post(f"/api/stations/{station.id}/commands/Reset", json={"type": "Soft"})
+    assert r.status_code == 200 and r.json()["error"] is None
+
+
+@pytest.mark.parametrize("data", ['"nul \\u0000 here"', '"lone \\ud800 surrogate"'])
+async def test_unstorable_text_in_a_command(
+        api: httpx.AsyncClient, station: Provisioned, server: Server, db_url: str,
+        data: str) -> None:
+    url = f"/api/stations/{station.id}/commands/DataTransfer"
+    content = '{"vendorId": "com.acme", "data": ' + data + '}'
+    headers = {"Content-Type": "application/json"}
+    # offline: 409 as for any payload; the attempt is recorded, the text as U+FFFD
+    r = await api.post(url, content=content, headers=headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "station_offline", r.text
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT status, payload->>'data', error_description "
+                           "FROM station_commands").fetchone()
+    assert row[0] == "offline" and "\ufffd" in row[1] and "data" in row[2]
+    # online: 422 naming the field; nothing sent, nothing recorded
+    async with connect(server, station.code, station.secret) as ws:
+        await boot(ws)
+        bot = Charger(ws, lambda action, _: {"status": "Accepted"})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bot.run)
+            r = await api.post(url, content=content, headers=headers)
+            assert r.status_code == 422 and r.json()["error"]["field"] == "data", r.text
+            await trio.sleep(0.1)
+            assert bot.received == []
+            nursery.cancel_scope.cancel()
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM station_commands").fetchone() == (1,)
