@@ -27,7 +27,7 @@ class Settings:
     db_pool_size: int = 10
     shutdown_grace: float = 10           # seconds connections get to finish on SIGTERM
     command_timeout: float = 30          # seconds a command waits for the charger's answer
-    node_silence: float = 30             # a process silent this long holds no station (offline)
+    node_silence: float = 10             # a process silent this long holds no station (offline)
     # Limits (docs/ocpp.md "Limits and floods"); 0 disables each.
     max_connections: int = 20000         # open OCPP connections per process (mind `ulimit -n`)
     max_connections_per_source: int = 2000  # per IPv4 address / IPv6 /64: chargers behind NAT

@@ -364,6 +364,7 @@ def create_app(db: Database, *, admin_token: str, public_ocpp_url: str, verifier
     from . import commands as commands_api
 
     app = QuartTrio(__name__, static_folder=None)
+    app.url_map.merge_slashes = False  # "//" is a 404, not a redirect a client must follow
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.asgi_app = finish_sends(app.asgi_app)  # type: ignore[method-assign]
     app.extensions["autimit"] = {"db": db, "public_ocpp_url": public_ocpp_url.rstrip("/"),

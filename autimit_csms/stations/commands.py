@@ -32,7 +32,7 @@ from .session import SessionRegistry
 
 log = logging.getLogger(__name__)
 
-NODE_SILENCE: Final = 30.0  # seconds without a node heartbeat: its stations are offline
+NODE_SILENCE: Final = 10.0  # seconds without a node heartbeat (5 missed): its stations are offline
 NODE_HEARTBEAT: Final = 2.0  # seconds between heartbeats (at most node_silence / 3)
 RETRY_PAUSE: Final = 0.5     # seconds between attempts to record an outcome
 
