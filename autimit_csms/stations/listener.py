@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import logging
+import os
 import ssl
 from dataclasses import dataclass, field
-from functools import partial
 from http import HTTPStatus
 from typing import Final
 from urllib.parse import unquote
@@ -43,6 +44,12 @@ _UNAUTHORIZED: Final = [(b"WWW-Authenticate", b'Basic realm="Autimit OCPP", char
 HANDSHAKE_TIMEOUT: Final = 10.0  # seconds from accept to a complete HTTP request (slowloris)
 CLOSE_TIMEOUT: Final = 5.0       # seconds a finished connection gets to close cleanly
 RETRY_AFTER: Final = b"60"  # throttled or full: budgets refill within a minute
+# accept(2) errors: the system is out of something (wait), or one peer's trouble (skip).
+ACCEPT_CAPACITY_ERRNOS: Final = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_IGNORED_ERRNOS: Final = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM,
+                                errno.ENETDOWN, errno.ENOPROTOOPT, errno.EHOSTDOWN,
+                                errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT,
+                                errno.ECONNRESET, errno.EOPNOTSUPP}
 
 
 class _Refused(Exception):
@@ -75,24 +82,21 @@ class OcppService:
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until `shutdown`; then stop accepting, close sessions, wait for them."""
         host, port = split_listen(self.settings.ocpp_listen)
-        listeners: list[trio.abc.Listener] = [*await trio.open_tcp_listeners(port, host=host)]
+        listeners = await trio.open_tcp_listeners(port, host=host)
         context = self.ssl_context()
-        if context is not None:
-            listeners = [trio.SSLListener(listener, context, https_compatible=True)
-                         for listener in listeners]
         async with trio.open_nursery() as connections:
             background = trio.CancelScope()
 
             async def run_background() -> None:
                 with background:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(partial(trio.serve_listeners, self._connection,
-                                                   listeners, handler_nursery=connections))
+                        for listener in listeners:
+                            nursery.start_soon(self._accept, listener, context, connections)
                         nursery.start_soon(self._watchdog)
                         nursery.start_soon(self.limits.refusals.run)
 
             connections.start_soon(run_background)
-            bound = _port(listeners[0])
+            bound = int(listeners[0].socket.getsockname()[1])
             log.info("OCPP-J 1.6 listener on %s://%s:%d%s{stationCode}",
                      "wss" if self.settings.tls_cert else "ws", host, bound, PATH_PREFIX)
             task_status.started(bound)
@@ -111,21 +115,46 @@ class OcppService:
         context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
         return context
 
-    async def _connection(self, stream: trio.abc.Stream) -> None:
+    async def _accept(self, listener: trio.SocketListener, context: ssl.SSLContext | None,
+                      connections: trio.Nursery) -> None:
+        """Accept TCP connections for ever; each admitted one gets its own task.
+
+        A source still failing after being told to wait is closed right here:
+        one accept and one close, no task, no HTTP parse, no TLS -- the cheapest
+        a flood from one address can be made. (trio.serve_listeners, with our
+        own check between accept and the task.)
+        """
+        while True:
+            try:
+                sock, address = await listener.socket.accept()
+            except OSError as exc:
+                if exc.errno in ACCEPT_CAPACITY_ERRNOS:  # out of descriptors or memory
+                    log.error("accept failed: %s; retrying in 0.1 s", os.strerror(exc.errno))
+                    await trio.sleep(0.1)
+                elif exc.errno not in ACCEPT_IGNORED_ERRNOS:
+                    raise
+                continue
+            peer = (str(address[0]), int(address[1])) if isinstance(address, tuple) else ("?", 0)
+            source = source_key(peer[0])
+            if self.limits.sources.standing(source) is Standing.BLOCKED:
+                self.limits.refusals.count(source, "dropped")
+                sock.close()
+                continue
+            stream: trio.abc.Stream = trio.SocketStream(sock)
+            if context is not None:
+                stream = trio.SSLStream(stream, context, server_side=True,
+                                        https_compatible=True)
+            connections.start_soon(self._connection, stream, peer, source)
+
+    async def _connection(self, stream: trio.abc.Stream, peer: tuple[str, int],
+                          source: str) -> None:
         """One accepted TCP connection, from admission to the end of its session.
 
         The request head is read and judged here, before any WebSocket machinery:
         a refusal is one canned response, the cheapest answer a flood can get.
         Only an admitted request is handed to trio-websocket (head replayed).
         """
-        peer = _peer(stream)
-        source = source_key(peer[0])
         limits = self.limits
-        if limits.sources.standing(source) is Standing.BLOCKED:
-            # Still failing after being told to wait: not worth an HTTP parse (or TLS).
-            limits.refusals.count(source, "dropped")
-            await trio.aclose_forcefully(stream)
-            return
         full = limits.over_limit(source)
         try:
             with limits.holding(source):
@@ -365,18 +394,3 @@ class _Replay(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-
-def _peer(stream: trio.abc.Stream) -> tuple[str, int]:
-    socket_stream = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    try:
-        peer = socket_stream.socket.getpeername()  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        return "?", 0
-    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
-
-def _port(listener: trio.abc.Listener) -> int:
-    if isinstance(listener, trio.SSLListener):
-        listener = listener.transport_listener
-    assert isinstance(listener, trio.SocketListener)
-    return int(listener.socket.getsockname()[1])
