@@ -7,7 +7,8 @@
             ├── CommandBus.run            (LISTEN/NOTIFY: commands for our stations)
             ├── REST API                  (api.serve_api, Hypercorn Trio worker)
             ├── OCPP listener             (stations.listener; one task per connection)
-            └── housekeeping              (heartbeat watchdog)
+            ├── housekeeping              (heartbeat watchdog, in the OCPP listener)
+            └── retention                 (ADR 0002 retention without policies; optional)
 
 Dependency direction: ocpp16 <- handlers <- stations <- server -> api; db is used
 by handlers, api and stations. Shutdown: stop accepting, close the chargers'
@@ -24,6 +25,7 @@ from typing import Any
 
 import trio
 
+from . import retention
 from .api.app import create_app
 from .api.serve import serve_api
 from .credentials import Verifier
@@ -94,6 +96,8 @@ class Server:
                     front.start_soon(stop_api)
                     log.info("REST API on %s", ", ".join(self.api_urls))
                     self.ocpp_port = await front.start(self.ocpp.serve, shutdown)
+                    if settings.retention != "off":
+                        await front.start(retention.run, self.db, settings.retention, shutdown)
                     task_status.started(self)
                     await self._stop.wait()
                     log.info("shutting down: %.0f s grace for open connections",

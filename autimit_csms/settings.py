@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Final
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Settings:
     shutdown_grace: float = 10           # seconds connections get to finish on SIGTERM
     command_timeout: float = 30          # seconds a command waits for the charger's answer
     node_silence: float = 10             # a process silent this long holds no station (offline)
+    retention: str = "off"               # ADR 0002 retention by housekeeping: enforce|dry-run|off
     # Limits (docs/ocpp.md "Limits and floods"); 0 disables each.
     max_connections: int = 20000         # open OCPP connections per process (mind `ulimit -n`)
     max_connections_per_source: int = 2000  # per IPv4 address / IPv6 /64: chargers behind NAT
@@ -60,6 +61,8 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("auth_failures_per_source", int, "failed handshakes a minute per source before throttling"),
     ("auth_failures_per_station", int, "failed handshakes a minute per station code before "
                                        "throttling"),
+    ("retention", str, "enforce ADR 0002's retention without TimescaleDB policies: "
+                       "enforce, dry-run (report only) or off"),
     ("max_calls_per_second", float, "frames a second one connection may send (then reading waits)"),
     ("call_burst", int, "frames a connection may send at once before the pace applies"),
 ]
@@ -82,10 +85,16 @@ def add_arguments(parser: argparse.ArgumentParser, *, only: set[str] | None = No
         )
 
 
+RETENTION_MODES: Final = ("enforce", "dry-run", "off")
+
+
 def from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
     values = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     values.update(overrides)
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.retention not in RETENTION_MODES:
+        raise ValueError(f"--retention must be one of {', '.join(RETENTION_MODES)}")
+    return settings
 
 
 def split_listen(listen: str) -> tuple[str, int]:
