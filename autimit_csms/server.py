@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from . import retention
+from . import metrics, retention
 from .api.app import create_app
 from .api.serve import serve_api
 from .credentials import Verifier
@@ -59,6 +59,7 @@ class Server:
         settings = self.settings
         assert settings.admin_token, "checked by serve()"
         self.writer = GroupCommitWriter(self.db)
+        metrics.register(self)
         async with trio.open_nursery() as root:
             await root.start(self.writer.run)
             shutdown = trio.Event()
@@ -112,6 +113,7 @@ class Server:
                 # Also when cancelled: nothing submits any more, so the writer
                 # commits what it holds and returns.
                 self.writer.close()
+        metrics.unregister(self)
         log.info("stopped")
 
 

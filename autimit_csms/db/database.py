@@ -117,6 +117,10 @@ class Database:
     async def close(self) -> None:
         await trio.to_thread.run_sync(self._pool.close)
 
+    def pool_stats(self) -> dict[str, int]:
+        """psycopg_pool's counters (pool_size, pool_available, requests_waiting, ...)."""
+        return self._pool.get_stats()
+
     async def run(self, work: Callable[[psycopg.Connection[Row]], T]) -> T:
         """Run `work(conn)` in a worker thread with a pooled connection.
 

@@ -17,6 +17,7 @@ from functools import partial
 import psycopg
 import trio
 
+from ..metrics import BATCH_SIZES, LATENCY_SECONDS, Distribution
 from .database import Database, DatabaseError, DatabaseUnavailable, Params, Row
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,16 @@ class _Item:
 
 @dataclass
 class WriterStats:
-    """Counters for the metrics endpoint to come; cheap to keep."""
+    """Counters read by autimit_csms/metrics.py at scrape time; cheap to keep."""
 
     batches: int = 0
     items: int = 0
     failed_items: int = 0
     largest_batch: int = 0
     commit_seconds: float = 0.0
+    batch_sizes: Distribution = field(default_factory=lambda: Distribution(BATCH_SIZES))
+    commit_latency: Distribution = field(
+        default_factory=lambda: Distribution(LATENCY_SECONDS))
 
 
 class GroupCommitWriter:
@@ -65,6 +69,10 @@ class GroupCommitWriter:
         if item.error is not None:
             raise item.error
         return item.rows
+
+    def queue_depth(self) -> int:
+        """Write rules waiting for the next batch."""
+        return self._receive.statistics().current_buffer_used
 
     def close(self) -> None:
         """No new items; `run` returns after committing what was already queued."""
@@ -114,7 +122,10 @@ class GroupCommitWriter:
         self.stats.batches += 1
         self.stats.items += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        self.stats.commit_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.stats.commit_seconds += elapsed
+        self.stats.batch_sizes.observe(len(batch))
+        self.stats.commit_latency.observe(elapsed)
         for item in batch:
             item.done.set()
 

@@ -18,7 +18,8 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import trio
@@ -27,6 +28,7 @@ from trio_websocket import ConnectionClosed
 from ..db import SQL, Database, DatabaseError, DatabaseUnavailable, Row, as_json
 from ..db.writer import GroupCommitWriter
 from ..handlers.context import now
+from ..metrics import LATENCY_SECONDS, Distribution
 from ..ocpp16 import ErrorReceived, OcppError
 from .session import SessionRegistry
 
@@ -35,6 +37,14 @@ log = logging.getLogger(__name__)
 NODE_SILENCE: Final = 10.0  # seconds without a node heartbeat (5 missed): its stations are offline
 NODE_HEARTBEAT: Final = 2.0  # seconds between heartbeats (at most node_silence / 3)
 RETRY_PAUSE: Final = 0.5     # seconds between attempts to record an outcome
+
+
+@dataclass
+class CommandStats:
+    """Deliveries by this process, read by autimit_csms/metrics.py."""
+
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (action, status)
+    latency: Distribution = field(default_factory=lambda: Distribution(LATENCY_SECONDS))
 
 
 class StationOffline(Exception):
@@ -55,6 +65,7 @@ class CommandBus:
 
     def __post_init__(self) -> None:
         self._waiters: dict[uuid.UUID, trio.Event] = {}
+        self.stats = CommandStats()
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -194,7 +205,10 @@ class CommandBus:
             return
         if command is None:  # another process or a sweep claimed it first
             return
+        started = trio.current_time()
         outcome, answer = await self._call(command)
+        self.stats.outcomes[command["action"], outcome["status"]] += 1
+        self.stats.latency.observe(trio.current_time() - started)
         await self._finish(command, outcome, effects(command, answer))
         # A requester in this process is told at once, not only through the NOTIFY,
         # which the listener no longer hears once shutdown has begun.

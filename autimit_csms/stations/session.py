@@ -41,12 +41,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Metrics:
-    """Process counters; the metrics endpoint to come reads these."""
+    """Process counters, read by autimit_csms/metrics.py at scrape time."""
 
     connections_opened: int = 0
     connections_replaced: int = 0
     frames_in: int = 0
     calls_by_action: Counter[str] = field(default_factory=Counter)
+    calls_by_outcome: Counter[tuple[str, str]] = field(default_factory=Counter)  # result|error
     call_errors_sent: Counter[str] = field(default_factory=Counter)
     frames_paced: int = 0  # read later than they arrived: the connection was over its pace
 
@@ -163,7 +164,9 @@ class StationSession:
                                "station not accepted yet: send BootNotification first")
         try:
             payload = await ROUTES[call.action](ctx, call.payload)
-            return self.protocol.answer(call, payload)
+            answer = self.protocol.answer(call, payload)
+            self.registry.metrics.calls_by_outcome[call.action, "result"] += 1
+            return answer
         except InvalidCall as err:
             return self._error(call, err.code, err.description)
         except DatabaseError as err:
@@ -179,6 +182,7 @@ class StationSession:
 
     def _error(self, call: Any, code: str, description: str) -> str:
         self.registry.metrics.call_errors_sent[code] += 1
+        self.registry.metrics.calls_by_outcome[call.action, "error"] += 1
         return self.protocol.answer_error(call, code, description)
 
     async def _send(self, text: str) -> None:
