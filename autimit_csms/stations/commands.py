@@ -25,6 +25,7 @@ from typing import Any, Final
 import trio
 from trio_websocket import ConnectionClosed
 
+from .. import logs
 from ..db import SQL, Database, DatabaseError, DatabaseUnavailable, Row, as_json
 from ..db.writer import GroupCommitWriter
 from ..handlers.context import now
@@ -205,6 +206,11 @@ class CommandBus:
             return
         if command is None:  # another process or a sweep claimed it first
             return
+        session = self.sessions.get(command["station_id"])
+        if session is not None:  # this delivery's log lines name the station
+            logs.STATION.set(session.ctx.station_code)
+            logs.CONNECTION.set(session.connection_id)
+        logs.MESSAGE.set(f"command:{command_id}")
         started = trio.current_time()
         outcome, answer = await self._call(command)
         self.stats.outcomes[command["action"], outcome["status"]] += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import itertools
 import logging
 import os
 import ssl
@@ -24,6 +25,7 @@ from urllib.parse import unquote
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
+from .. import logs
 from ..credentials import Verifier
 from ..db import SQL, Database, DatabaseError
 from ..db.writer import GroupCommitWriter
@@ -76,6 +78,8 @@ class OcppService:
     def __post_init__(self) -> None:
         self.limits = Admission(self.settings)
         self._handshakes: set[trio.CancelScope] = set()
+        # Short, unique in this process's log: "c" + a counter in base 36.
+        self._connection_ids = (f"c{_base36(n)}" for n in itertools.count(1))
         self._stopping = False
 
     async def serve(self, shutdown: trio.Event,
@@ -181,6 +185,9 @@ class OcppService:
                     log.warning("handshake from %s refused: database unavailable", source)
                     await stream.send_all(_response(503, [(b"Retry-After", b"30")]))
                     return
+                # Every log line of this connection's tasks names it (autimit_csms.logs).
+                logs.STATION.set(login[0].station_code)
+                logs.CONNECTION.set(next(self._connection_ids))
                 await self._upgrade(_Replay(stream, head[0] + head[1]), *login,
                                     f"{peer[0]}:{peer[1]}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
@@ -394,3 +401,12 @@ class _Replay(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+def _base36(n: int) -> str:
+    digits = ""
+    while True:
+        n, digit = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+        if not n:
+            return digits

@@ -20,6 +20,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from .. import logs
 from ..db import SQL, DatabaseError
 from ..db.writer import GroupCommitWriter
 from ..handlers import ROUTES, InvalidCall, StationContext
@@ -59,6 +60,7 @@ class StationSession:
         self._pace = pace
         self.ws = ws
         self.remote = remote
+        self.connection_id = logs.CONNECTION.get()  # set by the listener for this connection
         self.protocol = protocol
         self.ctx = ctx
         self.registry = registry
@@ -136,7 +138,11 @@ class StationSession:
             log.debug("%s <- %s", self.ctx.station_code, redact_for_log(text))
         event = self.protocol.receive(text)
         if isinstance(event, CallReceived):
-            await self._send(await self._answer_call(event))
+            token = logs.MESSAGE.set(event.call.unique_id)
+            try:
+                await self._send(await self._answer_call(event))
+            finally:
+                logs.MESSAGE.reset(token)
         elif isinstance(event, Rejected):
             self.registry.metrics.call_errors_sent[event.error.code] += 1
             log.info("%s sent a bad frame: %s %s", self.ctx.station_code, event.error.code,
@@ -200,6 +206,7 @@ class StationSession:
         """
         async with self._call_lock:
             unique_id, text = self.protocol.send_call(action, payload)
+            logs.MESSAGE.set(unique_id)  # the caller's task: its lines name this CALL
             send, receive = trio.open_memory_channel[ResultReceived | ErrorReceived](1)
             self._answer = send
             try:
