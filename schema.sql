@@ -15,6 +15,29 @@
 
 BEGIN;
 
+-- ---------------------------------------------------------------- schema version
+-- docs/upgrading.md. This file creates a database at the latest step of
+-- autimit_csms/db/migrations (one row per step). On a database that already has
+-- tables it records nothing: its IF NOT EXISTS statements cannot change a table
+-- an earlier schema.sql made, so `autimit-csms db upgrade` must bring it forward
+-- (no schema_version rows = made by a schema.sql from before versioning).
+-- Adding a step: its change goes into this file too, and its row below.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY CHECK (version > 0),
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO schema_version (version, name)
+SELECT step.version, step.name
+FROM (VALUES (1, 'schema_version'),
+             (2, 'meter_values_key_with_format'),
+             (3, 'commands_across_nodes'),
+             (4, 'meter_values_station_time_index'),
+             (5, 'sessions_closed_without_stop')) AS step (version, name)
+WHERE to_regclass('accounts') IS NULL
+ON CONFLICT (version) DO NOTHING;
+
 -- ---------------------------------------------------------------- ADR 0001
 
 CREATE TABLE IF NOT EXISTS accounts (
