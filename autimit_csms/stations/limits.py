@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,13 @@ from ..settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_KEYS: Final = 100_000          # sources or codes remembered; the least recent goes first
+# A flood spread over many addresses keeps each inside its own budget: while this
+# process sees more failed handshakes a second than FLOOD_RATE (averaged over
+# FLOOD_WINDOW seconds), each failure costs its source PRESSURE_COST tokens, so a
+# botnet's addresses are blocked at accept within seconds instead of a minute.
+FLOOD_RATE: Final = 50.0
+FLOOD_WINDOW: Final = 10.0
+PRESSURE_COST: Final = 10
 MAX_REPORTED_SOURCES: Final = 1000  # per interval; the rest are summed into one line
 REPORT_INTERVAL: Final = 60.0       # seconds between refusal summaries
 
@@ -64,11 +72,11 @@ class FailureBudget:
             return Standing.OK
         return Standing.THROTTLED if level >= 1 - self.capacity else Standing.BLOCKED
 
-    def fail(self, key: str) -> None:
+    def fail(self, key: str, cost: float = 1) -> None:
         if not self.capacity:
             return
         now = trio.current_time()
-        self._levels[key] = (max(-self.capacity, self._level(key, now) - 1), now)
+        self._levels[key] = (max(-self.capacity, self._level(key, now) - cost), now)
         self._levels.move_to_end(key)
         if len(self._levels) > self._max_keys:
             self._levels.popitem(last=False)
@@ -119,10 +127,29 @@ def _kinds(counts: Counter[str]) -> str:
     return " ".join(f"{kind}={n}" for kind, n in sorted(counts.items()))
 
 
+class FloodMeter:
+    """Failed handshakes a second in this process, as an exponentially decaying average."""
+
+    def __init__(self, rate: float = FLOOD_RATE, window: float = FLOOD_WINDOW) -> None:
+        self.rate, self.window = rate, window
+        self._level, self._stamp = 0.0, trio.current_time()
+
+    def _decayed(self, now: float) -> float:
+        return self._level * math.exp(-(now - self._stamp) / self.window)
+
+    def fail(self) -> None:
+        now = trio.current_time()
+        self._level, self._stamp = self._decayed(now) + 1, now
+
+    def flooded(self) -> bool:
+        return self._decayed(trio.current_time()) / self.window > self.rate
+
+
 class Admission:
     """The listener's limits, built from the settings once per process."""
 
     def __init__(self, settings: Settings) -> None:
+        self.flood = FloodMeter()
         self.sources = FailureBudget(settings.auth_failures_per_source)
         self.stations = FailureBudget(settings.auth_failures_per_station)
         self.refusals = RefusalLog()
@@ -152,7 +179,8 @@ class Admission:
     def failed(self, source: str, kind: str, code: str | None = None) -> None:
         """A refused handshake: it costs the source's budget (and the code's)."""
         self.refusals.count(source, kind)
-        self.sources.fail(source)
+        self.flood.fail()
+        self.sources.fail(source, PRESSURE_COST if self.flood.flooded() else 1)
         if code is not None:
             self.stations.fail(code.lower())
 

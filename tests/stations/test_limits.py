@@ -20,6 +20,7 @@ from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from autimit_csms.db import Database
 from autimit_csms.server import Server
+from autimit_csms.stations.limits import FLOOD_RATE, FLOOD_WINDOW, PRESSURE_COST
 
 from ..conftest import server_settings
 from .conftest import Provisioned, basic, boot, call, connect, provision
@@ -152,6 +153,33 @@ async def test_a_source_that_keeps_failing_is_dropped_at_accept(
     assert limited.ocpp.limits.refusals.totals["dropped"] == 1
     # other sources are not touched
     async with connect_from(limited, station, "127.0.0.2") as ws:
+        await boot(ws)
+
+
+async def test_a_flood_from_many_addresses_makes_each_failure_cost_more(
+        api: httpx.AsyncClient, server: Server, station: Provisioned) -> None:
+    # Above FLOOD_RATE failures a second (averaged over FLOOD_WINDOW) from 100
+    # addresses, each inside its own budget of 60 a minute ...
+    burst = int(FLOOD_RATE * FLOOD_WINDOW * 1.2)
+    limiter = trio.CapacityLimiter(20)
+
+    async def fail(n: int) -> None:
+        async with limiter:
+            code = f"NOPE-{n}"  # unknown codes: no per-code budget spent twice
+            await handshake(server, code, [basic(code, "x" * 24)], f"127.0.1.{n % 100 + 1}")
+
+    async with trio.open_nursery() as flood:
+        for n in range(burst):
+            flood.start_soon(fail, n)
+    assert server.ocpp.limits.flood.flooded()
+    # ... a new address pays PRESSURE_COST a failure: throttled after 60 / 10 failures
+    # (not 60), dropped at accept after twice that
+    fresh = [status(await handshake(server, f"NEW-{n}", [basic(f"NEW-{n}", "x" * 24)],
+                                    "127.0.2.1")) for n in range(13)]
+    cost = PRESSURE_COST
+    assert fresh == [401] * (60 // cost) + [429] * (60 // cost) + [0], fresh
+    # a station that does not fail is untouched by the flood
+    async with connect(server, station.code, station.secret) as ws:
         await boot(ws)
 
 
