@@ -111,9 +111,9 @@ def upgrade(database_url: str) -> list[str]:
                     continue
                 try:
                     conn.execute(step.path.read_bytes())
-                except psycopg.OperationalError:
-                    raise
                 except psycopg.Error as exc:
+                    if conn.broken:
+                        raise
                     reason = exc.diag.message_primary or type(exc).__name__
                     raise UpgradeError(
                         f"step {step.path.name} failed and was rolled back ({reason}); "
