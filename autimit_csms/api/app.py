@@ -1,9 +1,9 @@
-"""The Quart-Trio application: factory, bearer-token auth, JSON errors, field parsing.
+"""The Quart-Trio application: factory, bearer-token auth, JSON errors, the JSON body.
 
 Owns: who is calling (admin or one account), how every error looks on the wire
-(`{"error": {"code", "message"}}`), and request-body validation helpers shared
-by the resource modules. It must not hold SQL (that is `db`) nor serve sockets
-(that is `serve.py`).
+(`{"error": {"code", "message", "field"}}`), and reading a body as a JSON object
+(400 rules). What each field may hold is declared in spec.py. It must not hold
+SQL (that is `db`) nor serve sockets (that is `serve.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Context, Decimal
+from decimal import Decimal
 from itertools import accumulate
 from typing import Any, Final, NoReturn
 
@@ -38,15 +38,6 @@ MAX_JSON_DEPTH: Final = 64
 _JSON_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
 _NESTING: Final = {"[": 1, "{": 1, "]": -1, "}": -1}
-# Timestamps outside this range are refused: beyond it, `from` minus a default span or
-# the conversion of a stored value to UTC would overflow Python's datetime.
-MIN_TIME: Final = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
-MAX_TIME: Final = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
-_TIMESTAMP_CHARS: Final = re.compile(r"[0-9A-Za-z:.,+ -]{1,64}")
-# Numbers are kept to 12 decimal places (more than any column stores): PostgreSQL
-# refuses exponents such as 1E-99999 that Decimal accepts.
-_QUANTUM: Final = Decimal("1e-12")
-_WIDE: Final = Context(prec=100)
 
 
 class ApiError(Exception):
@@ -166,64 +157,6 @@ async def json_object() -> dict[str, Any]:
     return data
 
 
-async def json_body() -> Body:
-    return Body(await json_object())
-
-
-async def no_body() -> None:
-    """For a POST that takes nothing: no body, or a JSON object without fields."""
-    if await request.get_data():
-        (await json_body()).done()
-
-
-def page_args() -> tuple[int, int]:
-    return (query_int("limit", default=50, low=1, high=500),
-            query_int("offset", default=0, low=0, high=10_000_000))
-
-
-def query_int(name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,9}", raw) or not low <= int(raw) <= high:
-        invalid(name, f"must be an integer from {low} to {high}")
-    return int(raw)
-
-
-def query_uuid(name: str) -> uuid.UUID | None:
-    raw = request.args.get(name)
-    return None if raw is None else parse_uuid(name, raw)
-
-
-def parse_uuid(name: str, raw: object) -> uuid.UUID:
-    if isinstance(raw, str):
-        try:
-            return uuid.UUID(raw)
-        except ValueError:
-            pass
-    invalid(name, "must be a UUID")
-
-
-def parse_timestamp(name: str, raw: object) -> dt.datetime:
-    """An ISO 8601 timestamp with a time zone, from MIN_TIME to MAX_TIME; else 422."""
-    try:
-        # fromisoformat lets a NUL through ("...00\x00Z")
-        text = raw if isinstance(raw, str) and _TIMESTAMP_CHARS.fullmatch(raw) else None
-        parsed = None if text is None else dt.datetime.fromisoformat(text)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        invalid(name, "must be an ISO 8601 timestamp with a time zone")
-    if not MIN_TIME <= parsed <= MAX_TIME:
-        invalid(name, f"must be from {MIN_TIME.year} to {MAX_TIME.year}")
-    return parsed
-
-
-def page(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
-    return {"items": items, "limit": limit, "offset": offset,
-            "nextOffset": offset + limit if len(items) == limit else None}
-
-
 def unstorable(value: Any, path: str = "") -> str | None:
     """The path (`a.b[2].c`) of the first string in `value` that PostgreSQL cannot store
     (a NUL character, or a lone UTF-16 surrogate such as JSON's "\\ud800"), or None.
@@ -252,92 +185,6 @@ def unstorable(value: Any, path: str = "") -> str | None:
     return None
 
 
-_MISSING = object()
-
-
-class Body:
-    """Typed access to a JSON object body; any problem is a 422 naming the field."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
-        self._seen: set[str] = set()
-
-    def _get(self, name: str, required: bool) -> Any:
-        self._seen.add(name)
-        value = self._data.get(name, _MISSING)
-        if value is _MISSING or value is None:
-            if required:
-                invalid(name, "is required")
-            return None
-        return value
-
-    def text(self, name: str, *, required: bool = False, max_len: int = 200,
-             pattern: str | None = None) -> str | None:
-        value = self._get(name, required)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            invalid(name, "must be a non-empty string")
-        if unstorable(value, name):
-            invalid(name, "must not contain NUL characters or lone surrogates")
-        if len(value) > max_len:
-            invalid(name, f"must be at most {max_len} characters")
-        if pattern and not re.fullmatch(pattern, value):
-            invalid(name, "has an invalid format")
-        return value
-
-    def uuid(self, name: str, *, required: bool = False) -> uuid.UUID | None:
-        value = self._get(name, required)
-        return None if value is None else parse_uuid(name, value)
-
-    def integer(self, name: str, *, required: bool = False, low: int, high: int) -> int | None:
-        value = self._get(name, required)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            invalid(name, f"must be an integer from {low} to {high}")
-        return value
-
-    def number(self, name: str, *, required: bool = False, low: Decimal,
-               high: Decimal) -> Decimal | None:
-        value = self._get(name, required)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | Decimal):
-            invalid(name, "must be a number")
-        number = Decimal(value)
-        if not low <= number <= high:
-            invalid(name, f"must be from {low} to {high}")
-        return number.quantize(_QUANTUM, context=_WIDE)
-
-    def boolean(self, name: str, *, default: bool | None = None) -> bool | None:
-        value = self._get(name, False)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            invalid(name, "must be true or false")
-        return value
-
-    def timestamp(self, name: str) -> dt.datetime | None:
-        value = self._get(name, False)
-        return None if value is None else parse_timestamp(name, value)
-
-    def choice(self, name: str, options: tuple[str, ...]) -> str | None:
-        value = self._get(name, False)
-        if value is not None and value not in options:
-            invalid(name, f"must be one of {', '.join(options)}")
-        return value
-
-    def present(self, name: str) -> bool:
-        return name in self._data
-
-    def done(self) -> None:
-        """Unknown fields are refused, so a typo is never silently ignored."""
-        for name in self._data:
-            if name not in self._seen:
-                invalid(name, "is not a known field")
-
-
 def finish_sends(asgi_app: Callable[[Any, Any, Any], Awaitable[None]]
                  ) -> Callable[[Any, Any, Any], Awaitable[None]]:
     """Every ASGI send runs to its end, even when Quart-Trio cancels the request.
@@ -360,8 +207,9 @@ def finish_sends(asgi_app: Callable[[Any, Any, Any], Awaitable[None]]
 
 def create_app(db: Database, *, admin_token: str, public_ocpp_url: str, verifier: Verifier,
                commands: CommandBus, schemas: SchemaRegistry) -> QuartTrio:
-    from . import accounts, id_tags, locations, reads, stations
+    from . import accounts, id_tags, locations, openapi, reads, stations
     from . import commands as commands_api
+    from .spec import operation_of
 
     app = QuartTrio(__name__, static_folder=None)
     app.url_map.merge_slashes = False  # "//" is a 404, not a redirect a client must follow
@@ -369,11 +217,17 @@ def create_app(db: Database, *, admin_token: str, public_ocpp_url: str, verifier
     app.asgi_app = finish_sends(app.asgi_app)  # type: ignore[method-assign]
     app.extensions["autimit"] = {"db": db, "public_ocpp_url": public_ocpp_url.rstrip("/"),
                                  "commands": commands, "schemas": schemas}
-    for module in (accounts, locations, stations, id_tags, reads, commands_api):
+    for module in (accounts, locations, stations, id_tags, reads, commands_api, openapi):
         app.register_blueprint(module.blueprint)
+    # Built once here, so a route without its declaration fails at start-up.
+    app.extensions["autimit"]["openapi"] = openapi.document(app, schemas)
 
     @app.before_request
     async def authenticate() -> None:
+        view = app.view_functions.get(request.endpoint or "")
+        declared = operation_of(view) if view is not None else None
+        if declared is not None and declared.public:
+            return
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from quart import Blueprint, Response
 
-from ..db import SQL, ConstraintViolation, Row
-from .app import (
-    check_account,
-    database,
-    fail,
-    invalid,
-    json_body,
-    json_response,
+from ..db import SQL, ConstraintViolation
+from .app import check_account, database, fail, invalid, json_response, scoped_account
+from .locations import ACCOUNT_FILTER
+from .spec import (
+    Choice,
+    Obj,
+    Owner,
+    Page,
+    Text,
+    Timestamp,
+    Uuid,
+    body,
+    operation,
     page,
-    page_args,
+    page_query,
     parse_uuid,
-    principal,
-    query_uuid,
-    scoped_account,
+    query,
 )
 
 blueprint = Blueprint("id_tags", __name__)
@@ -27,29 +28,34 @@ blueprint = Blueprint("id_tags", __name__)
 ID_TAG_PATTERN = r"[\x21-\x7e]{1,20}"  # OCPP CiString20, printable, no spaces
 STATUSES = ("active", "blocked")
 
-
-def present(row: Row) -> dict[str, Any]:
-    return {"id": row["id"], "accountId": row["account_id"], "idTag": row["id_tag"],
-            "status": row["status"], "expiresAt": row["expires_at"],
-            "parentIdTag": row["parent_id_tag"], "label": row["label"],
-            "createdAt": row["created_at"], "updatedAt": row["updated_at"]}
+ID_TAG = Obj("IdTag", {
+    "id": Uuid(), "accountId": Uuid(), "idTag": Text(), "status": Choice(STATUSES),
+    "expiresAt": Timestamp(null=True), "parentIdTag": Text(null=True), "label": Text(),
+    "createdAt": Timestamp(), "updatedAt": Timestamp()},
+    "An RFID card or app token that may authorize charging at the account's stations.")
+NEW_ID_TAG = Obj("IdTagCreate", {
+    "accountId": Owner(),
+    "idTag": Text("OCPP CiString20: printable, no spaces; unique per account in any case.",
+                  required=True, max_len=20, pattern=ID_TAG_PATTERN),
+    "status": Choice(STATUSES, default="active"),
+    "expiresAt": Timestamp("After it, the tag is answered Expired."),
+    "parentIdTag": Text(max_len=20, pattern=ID_TAG_PATTERN),
+    "label": Text("Who holds it.")})
+ID_TAG_PATCH = Obj("IdTagUpdate", {
+    "status": Choice(STATUSES, "`blocked` refuses it at every station."),
+    "expiresAt": Timestamp("null removes the expiry; absent leaves it."),
+    "label": Text()},
+    "Absent members are left as they are.")
 
 
 @blueprint.post("/api/id-tags")
+@operation("Create an id tag", body=NEW_ID_TAG, responses={201: ID_TAG},
+           errors={409: "The account already has this idTag (in any letter case)."})
 async def create_id_tag() -> Response:
-    body = await json_body()
-    account_id = body.uuid("accountId", required=principal().is_admin) or principal().account_id
-    assert account_id is not None
-    check_account(account_id)
-    params = {
-        "account_id": account_id,
-        "id_tag": body.text("idTag", required=True, max_len=20, pattern=ID_TAG_PATTERN),
-        "status": body.choice("status", STATUSES) or "active",
-        "expires_at": body.timestamp("expiresAt"),
-        "parent_id_tag": body.text("parentIdTag", max_len=20, pattern=ID_TAG_PATTERN),
-        "label": body.text("label") or "",
-    }
-    body.done()
+    data = await body()
+    params = {"account_id": data["accountId"], "id_tag": data["idTag"],
+              "status": data["status"], "expires_at": data["expiresAt"],
+              "parent_id_tag": data["parentIdTag"], "label": data["label"] or ""}
     try:
         row = await database().fetch_one(SQL.insert_id_tag, params)
     except ConstraintViolation as err:
@@ -59,33 +65,34 @@ async def create_id_tag() -> Response:
             invalid("accountId", "no such account")
         raise
     assert row is not None
-    return json_response(present(row), 201)
+    return json_response(ID_TAG.shape(row), 201)
 
 
 @blueprint.get("/api/id-tags")
+@operation("List id tags", query={**page_query(), "accountId": ACCOUNT_FILTER},
+           responses={200: Page(ID_TAG)})
 async def list_id_tags() -> Response:
-    limit, offset = page_args()
+    q = query()
     rows = await database().fetch_all(SQL.list_id_tags, {
-        "account_id": await scoped_account(query_uuid("accountId")), "limit": limit,
-        "offset": offset})
-    return json_response(page([present(r) for r in rows], limit, offset))
+        "account_id": await scoped_account(q["accountId"]), "limit": q["limit"],
+        "offset": q["offset"]})
+    return json_response(page([ID_TAG.shape(r) for r in rows], q["limit"], q["offset"]))
 
 
 @blueprint.patch("/api/id-tags/<tag_id>")
+@operation("Block, unblock, expire or relabel an id tag", body=ID_TAG_PATCH,
+           responses={200: ID_TAG})
 async def update_id_tag(tag_id: str) -> Response:
-    """Block or unblock a tag, change its expiry or label."""
     db = database()
     key = {"id": parse_uuid("id", tag_id)}
     current = await db.fetch_one(SQL.get_id_tag, key)
     if current is None:
         fail(404, "not_found", "no such id tag")
     check_account(current["account_id"])
-    body = await json_body()
-    params = {**key, "status": body.choice("status", STATUSES),
-              "set_expires_at": body.present("expiresAt"),
-              "expires_at": body.timestamp("expiresAt"), "label": body.text("label")}
-    body.done()
-    row = await db.fetch_one(SQL.update_id_tag, params)
+    data = await body()
+    row = await db.fetch_one(SQL.update_id_tag, {
+        **key, "status": data["status"], "set_expires_at": "expiresAt" in data.given,
+        "expires_at": data["expiresAt"], "label": data["label"]})
     if row is None:
         fail(404, "not_found", "no such id tag")
-    return json_response(present(row))
+    return json_response(ID_TAG.shape(row))

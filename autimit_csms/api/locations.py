@@ -4,54 +4,56 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Any
 
 from quart import Blueprint, Response
 
 from ..db import SQL, ConstraintViolation, Row
-from .app import (
-    check_account,
-    database,
-    fail,
-    invalid,
-    json_body,
-    json_response,
+from .app import check_account, database, fail, invalid, json_response, scoped_account
+from .spec import (
+    Boolean,
+    Number,
+    Obj,
+    Owner,
+    Page,
+    Text,
+    Timestamp,
+    Uuid,
+    body,
+    operation,
     page,
-    page_args,
+    page_query,
     parse_uuid,
-    principal,
-    query_uuid,
-    scoped_account,
+    query,
 )
 
 blueprint = Blueprint("locations", __name__)
 
-
-def present(row: Row) -> dict[str, Any]:
-    return {"id": row["id"], "accountId": row["account_id"], "name": row["name"],
-            "address": row["address"], "latitude": row["latitude"],
-            "longitude": row["longitude"], "isPublic": row["is_public"],
-            "isActive": row["is_active"], "createdAt": row["created_at"],
-            "updatedAt": row["updated_at"]}
+LOCATION = Obj("Location", {
+    "id": Uuid(), "accountId": Uuid(), "name": Text(), "address": Text(),
+    "latitude": Number(), "longitude": Number(), "isPublic": Boolean(), "isActive": Boolean(),
+    "createdAt": Timestamp(), "updatedAt": Timestamp()},
+    "A physical place where stations are installed.")
+NEW_LOCATION = Obj("LocationCreate", {
+    "accountId": Owner(),
+    "name": Text(required=True),
+    "address": Text(required=True, max_len=500),
+    "latitude": Number("Degrees north (WGS 84).", required=True, low=Decimal(-90),
+                       high=Decimal(90)),
+    "longitude": Number("Degrees east (WGS 84).", required=True, low=Decimal(-180),
+                        high=Decimal(180)),
+    "isPublic": Boolean(default=False),
+    "isActive": Boolean(default=True)})
+ACCOUNT_FILTER = Uuid("Only this account's (an account key: its own only).")
 
 
 @blueprint.post("/api/locations")
+@operation("Create a location", body=NEW_LOCATION, responses={201: LOCATION})
 async def create_location() -> Response:
-    body = await json_body()
-    account_id = body.uuid("accountId", required=principal().is_admin) or principal().account_id
-    assert account_id is not None
-    check_account(account_id)
-    params = {
-        "account_id": account_id,
-        "name": body.text("name", required=True),
-        "address": body.text("address", required=True, max_len=500),
-        "latitude": body.number("latitude", required=True, low=Decimal(-90), high=Decimal(90)),
-        "longitude": body.number("longitude", required=True, low=Decimal(-180),
-                                 high=Decimal(180)),
-        "is_public": body.boolean("isPublic", default=False),
-        "is_active": body.boolean("isActive", default=True),
-    }
-    body.done()
+    data = await body()
+    params = {"account_id": data["accountId"], "name": data["name"],
+              "address": data["address"], "latitude": data["latitude"],
+              "longitude": data["longitude"], "is_public": data["isPublic"],
+              "is_active": data["isActive"]}
     try:
         row = await database().fetch_one(SQL.insert_location, params)
     except ConstraintViolation as err:
@@ -59,16 +61,18 @@ async def create_location() -> Response:
             invalid("accountId", "no such account")
         raise
     assert row is not None
-    return json_response(present(row), 201)
+    return json_response(LOCATION.shape(row), 201)
 
 
 @blueprint.get("/api/locations")
+@operation("List locations", query={**page_query(), "accountId": ACCOUNT_FILTER},
+           responses={200: Page(LOCATION)})
 async def list_locations() -> Response:
-    limit, offset = page_args()
+    q = query()
     rows = await database().fetch_all(SQL.list_locations, {
-        "account_id": await scoped_account(query_uuid("accountId")), "limit": limit,
-        "offset": offset})
-    return json_response(page([present(r) for r in rows], limit, offset))
+        "account_id": await scoped_account(q["accountId"]), "limit": q["limit"],
+        "offset": q["offset"]})
+    return json_response(page([LOCATION.shape(r) for r in rows], q["limit"], q["offset"]))
 
 
 async def load_location(location_id: uuid.UUID) -> Row:
@@ -81,5 +85,6 @@ async def load_location(location_id: uuid.UUID) -> Row:
 
 
 @blueprint.get("/api/locations/<location_id>")
+@operation("Get a location", responses={200: LOCATION})
 async def get_location(location_id: str) -> Response:
-    return json_response(present(await load_location(parse_uuid("id", location_id))))
+    return json_response(LOCATION.shape(await load_location(parse_uuid("id", location_id))))

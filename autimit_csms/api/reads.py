@@ -10,32 +10,37 @@ and holds no SQL (db/reads.sql, db/queries.sql).
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from typing import Any, Final
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
 from ..db import SQL, Row
-from .app import (
-    check_account,
-    database,
-    fail,
-    invalid,
-    json_object,
-    json_response,
+from .app import check_account, database, fail, invalid, json_response, principal, scoped_account
+from .locations import ACCOUNT_FILTER, load_location
+from .spec import (
+    Boolean,
+    Choice,
+    Field,
+    Integer,
+    Json,
+    List,
+    Names,
+    Number,
+    Obj,
+    Page,
+    Text,
+    Timestamp,
+    Uuid,
+    Values,
+    body,
+    operation,
     page,
-    page_args,
-    parse_timestamp,
+    page_query,
     parse_uuid,
-    principal,
-    query_int,
-    query_uuid,
-    scoped_account,
-    unstorable,
+    query,
 )
-from .locations import load_location
-from .stations import load_station
+from .stations import CONNECTOR_STATUSES, load_station
 
 blueprint = Blueprint("reads", __name__)
 
@@ -45,29 +50,27 @@ MAX_BUCKET_SECONDS: Final = 86_400
 MAX_METER_ROWS: Final = 10_000
 DEFAULT_METER_ROWS: Final = 1_000
 MAX_CONNECTOR: Final = 1_000
-MEASURAND_PATTERN: Final = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
-# A '+' of an offset left unencoded in a query string arrives as a space.
-_SPACED_OFFSET: Final = re.compile(r"(.*T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})")
+MEASURAND_PATTERN: Final = r"[A-Za-z][A-Za-z0-9._-]{0,63}"
+MAX_REASON: Final = 500
+_CLOSED_BY: Final = {"charger": "charger", "new_session": "newSession", "operator": "operator"}
 
 
 # ---------------------------------------------------------------- parameters
 
-def query_time(name: str) -> dt.datetime | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    spaced = _SPACED_OFFSET.fullmatch(raw)
-    return parse_timestamp(name, f"{spaced[1]}+{spaced[2]}" if spaced else raw)
+def time_query(default: str) -> dict[str, Field]:
+    return {"from": Timestamp(f"Start of the range, inclusive; with a time zone. {default}"),
+            "to": Timestamp("End of the range, exclusive; with a time zone. At most 366 "
+                            "days after `from`.")}
 
 
-def time_range(default_span: dt.timedelta | None
+def time_range(q: Values, default_span: dt.timedelta | None
                ) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """`from`/`to` checked: with a time zone, from < to, at most MAX_SPAN apart.
+    """`from`/`to` checked: from < to, at most MAX_SPAN apart.
 
     With a default span, a missing `to` is now and a missing `from` is `to`
     minus the span; without one, a missing bound stays open.
     """
-    start, end = query_time("from"), query_time("to")
+    start, end = q["from"], q["to"]
     given_from, given_to = start is not None, end is not None
     if default_span is not None:
         end = end or dt.datetime.now(dt.UTC)
@@ -82,90 +85,85 @@ def time_range(default_span: dt.timedelta | None
     return start, end
 
 
-def query_bool(name: str) -> bool | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    if raw not in ("true", "false"):
-        invalid(name, "must be true or false")
-    return raw == "true"
-
-
-def query_measurands() -> list[str] | None:
-    """`measurand` repeated and/or comma-separated; absent = all."""
-    names = [name.strip() for raw in request.args.getlist("measurand")
-             for name in raw.split(",")]
-    if not names:
-        return None
-    for name in names:
-        if not MEASURAND_PATTERN.fullmatch(name):
-            invalid("measurand", "must be OCPP measurand names (e.g. Power.Active.Import)")
-    return names
-
-
-def optional_int(name: str, *, low: int, high: int) -> int | None:
-    if name not in request.args:
-        return None
-    return query_int(name, default=low, low=low, high=high)
+RANGE: Final = {"from": Timestamp(null=True, doc="The range asked for, or null when open."),
+                "to": Timestamp(null=True)}
 
 
 # ---------------------------------------------------------------- availability (current state)
 
+AVAILABLE_CONNECTOR = Obj("AvailabilityConnector", {
+    "connectorNumber": Integer(), "connectorType": Text(null=True),
+    "maxPowerKw": Number(null=True), "isActive": Boolean(),
+    "status": Choice(CONNECTOR_STATUSES, "Normalized; `unknown` = never reported."),
+    "ocppStatus": Text(null=True), "errorCode": Text(null=True),
+    "statusAt": Timestamp(null=True),
+    "availableNow": Boolean("Available, and its station online, both active.")})
+AVAILABILITY = Obj("StationAvailability", {
+    "stationId": Uuid(source="id"), "stationCode": Text(), "accountId": Uuid(),
+    "locationId": Uuid(), "isActive": Boolean(),
+    "status": Choice(("offline", "online", "faulted", "unavailable"), source="station_status"),
+    "online": Boolean(source=lambda r: r["station_status"] != "offline"),
+    "lastSeenAt": Timestamp(null=True),
+    "connectors": List(AVAILABLE_CONNECTOR)})
+COUNTS = Obj("AvailabilityCounts", {
+    "stations": Integer(source="station_total"), "stationsOnline": Integer(),
+    "connectors": Integer(source="connector_total"), "availableNow": Integer(),
+    "byStatus": Json("Connectors by normalized status.")},
+    "Totals over the whole scope, whatever the page.")
+
+
 @blueprint.get("/api/availability")
+@operation("Connector availability of a station or a location", query={
+    "stationId": Uuid("This station (or `locationId`)."),
+    "locationId": Uuid("Every station of this location (or `stationId`)."), **page_query()},
+    responses={200: Page(AVAILABILITY, {"counts": COUNTS})})
 async def availability() -> Response:
-    """Connector availability of a station or a location, for maps and dashboards."""
-    station_id, location_id = query_uuid("stationId"), query_uuid("locationId")
+    """For maps and dashboards, from the current-state tables."""
+    q = query()
+    station_id, location_id = q["stationId"], q["locationId"]
     if station_id is None and location_id is None:
         invalid("locationId", "locationId or stationId is required")
-    db = database()
     if station_id is not None:
         await load_station(station_id)
     if location_id is not None:
         await load_location(location_id)
-    limit, offset = page_args()
-    rows = await db.fetch_all(SQL.availability, {
-        "station_id": station_id, "location_id": location_id, "limit": limit,
-        "offset": offset})
-    totals = rows[0]
-    stations = [{
-        "stationId": r["id"], "stationCode": r["station_code"], "accountId": r["account_id"],
-        "locationId": r["location_id"], "isActive": r["is_active"],
-        "status": r["station_status"], "online": r["station_status"] != "offline",
-        "lastSeenAt": r["last_seen_at"], "connectors": r["connectors"],
-    } for r in rows if r["id"] is not None]
-    body = page(stations, limit, offset)
-    body["counts"] = {
-        "stations": totals["station_total"], "stationsOnline": totals["stations_online"],
-        "connectors": totals["connector_total"], "availableNow": totals["available_now"],
-        "byStatus": totals["by_status"],
-    }
-    return json_response(body)
+    rows = await database().fetch_all(SQL.availability, {
+        "station_id": station_id, "location_id": location_id, "limit": q["limit"],
+        "offset": q["offset"]})
+    stations = [AVAILABILITY.shape(r) for r in rows if r["id"] is not None]
+    result = page(stations, q["limit"], q["offset"])
+    result["counts"] = COUNTS.shape(rows[0])
+    return json_response(result)
 
 
 # ---------------------------------------------------------------- sessions
 
-def present_session(row: Row) -> dict[str, Any]:
-    return {
-        "id": row["id"], "transactionId": row["transaction_id"],
-        "stationId": row["station_id"], "stationCode": row["station_code"],
-        "accountId": row["account_id"], "connectorNumber": row["connector_number"],
-        "idTag": row["id_tag"], "idTagStatus": row["id_tag_status"],
-        "status": row["status"], "startedAt": row["started_at"],
-        "stoppedAt": row["stopped_at"], "meterStartWh": row["meter_start_wh"],
-        "meterStopWh": row["meter_stop_wh"], "energyWh": row["energy_wh"],
-        "energySource": row["energy_source"], "durationSeconds": row["duration_seconds"],
-        "stopReason": row["stop_reason"], "stopIdTag": row["stop_id_tag"],
-        "billingStatus": row["billing_status"], "reservationId": row["reservation_id"],
-        # who closed it: charger (StopTransaction), newSession (its stop was lost
-        # and a new session started on the connector) or operator; the last two
-        # have billingStatus "review" and say why in reviewReason
-        "closedBy": _CLOSED_BY.get(row["stop_source"]), "reviewReason": row["review_reason"],
-        "createdAt": row["created_at"], "updatedAt": row["updated_at"],
-    }
-
-
-_CLOSED_BY: Final = {"charger": "charger", "new_session": "newSession", "operator": "operator"}
-MAX_REASON: Final = 500
+SESSION = Obj("Session", {
+    "id": Uuid(), "transactionId": Integer("The OCPP transactionId."), "stationId": Uuid(),
+    "stationCode": Text(), "accountId": Uuid(), "connectorNumber": Integer(),
+    "idTag": Text(),
+    "idTagStatus": Choice(("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"),
+                          "The idTagInfo status the CSMS answered."),
+    "status": Choice(("active", "completed")),
+    "startedAt": Timestamp(), "stoppedAt": Timestamp(null=True),
+    "meterStartWh": Integer(), "meterStopWh": Integer(null=True),
+    "energyWh": Integer("Stopped: the billing figure; active: the latest energy register "
+                        "reading minus meterStart, or null.", null=True),
+    "energySource": Choice(("meterStop", "meterValues"), null=True),
+    "durationSeconds": Number(null=True),
+    "stopReason": Text(null=True), "stopIdTag": Text(null=True),
+    "billingStatus": Choice(("open", "pending", "billed", "not_billable", "review")),
+    "reservationId": Integer(null=True),
+    # who closed it: charger (StopTransaction), newSession (its stop was lost and a new
+    # session started on the connector) or operator; the last two have billingStatus
+    # "review" and say why in reviewReason
+    "closedBy": Choice(("charger", "newSession", "operator"), null=True,
+                       source=lambda r: _CLOSED_BY.get(r["stop_source"])),
+    "reviewReason": Text(null=True),
+    "createdAt": Timestamp(), "updatedAt": Timestamp()},
+    "A charging session (current state, ADR 0002).")
+CLOSE = Obj("SessionClose", {
+    "reason": Text("Why the session is closed (audited).", required=True, max_len=MAX_REASON)})
 
 
 def session_filter(**given: Any) -> dict[str, Any]:
@@ -187,166 +185,204 @@ async def load_session(session_id: uuid.UUID) -> Row:
 
 
 @blueprint.get("/api/sessions")
+@operation("List charging sessions, newest first", query={
+    **page_query(), "stationId": Uuid("Only this station's."),
+    "idTag": Text("Only this id tag's, in any letter case.", max_len=20),
+    **time_query("On `startedAt`; open when absent."), "accountId": ACCOUNT_FILTER,
+    "transactionId": Integer("The OCPP transactionId.", low=0, high=2_147_483_647),
+    "active": Boolean("true: only active sessions; false: only finished ones.")},
+    responses={200: Page(SESSION)})
 async def list_sessions() -> Response:
-    limit, offset = page_args()
-    station_id = query_uuid("stationId")
-    if station_id is not None:
-        await load_station(station_id)
-    id_tag = request.args.get("idTag")
-    if id_tag is not None and not 1 <= len(id_tag) <= 20:
-        invalid("idTag", "must be 1 to 20 characters")
-    start, end = time_range(None)
+    q = query()
+    if q["stationId"] is not None:
+        await load_station(q["stationId"])
+    start, end = time_range(q, None)
     rows = await database().fetch_all(SQL.select_sessions, session_filter(
-        account_id=await scoped_account(query_uuid("accountId")), station_id=station_id,
-        transaction_id=optional_int("transactionId", low=0, high=2_147_483_647),
-        id_tag=id_tag, active=query_bool("active"), from_at=start, to_at=end,
-        limit=limit, offset=offset))
-    return json_response(page([present_session(r) for r in rows], limit, offset))
+        account_id=await scoped_account(q["accountId"]), station_id=q["stationId"],
+        transaction_id=q["transactionId"], id_tag=q["idTag"], active=q["active"],
+        from_at=start, to_at=end, limit=q["limit"], offset=q["offset"]))
+    return json_response(page([SESSION.shape(r) for r in rows], q["limit"], q["offset"]))
 
 
 @blueprint.get("/api/sessions/<session_id>")
+@operation("Get a charging session", responses={200: SESSION})
 async def get_session(session_id: str) -> Response:
-    return json_response(present_session(await load_session(parse_uuid("id", session_id))))
+    return json_response(SESSION.shape(await load_session(parse_uuid("id", session_id))))
 
 
 @blueprint.post("/api/sessions/<session_id>/close")
+@operation("Close a stuck session (operator)", body=CLOSE, responses={200: SESSION},
+           errors={409: "The session is not active."},
+           description="Its StopTransaction never came: closed now, energy from its last "
+                       "meter reading, for billing review, audited. The charger is not told; "
+                       "a StopTransaction arriving later still corrects the figures.")
 async def close_session(session_id: str) -> Response:
-    """An operator closes a stuck session (its StopTransaction never came): now,
-    energy from its last meter reading, for billing review, audited. The charger
-    is not told; a StopTransaction arriving later still corrects the figures."""
     session = await load_session(parse_uuid("id", session_id))
-    body = await json_object()
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        invalid("reason", "is required: why the session is closed")
-    if unstorable(reason, "reason"):
-        invalid("reason", "must not contain NUL characters or lone surrogates")
-    if len(reason) > MAX_REASON:
-        invalid("reason", f"must be at most {MAX_REASON} characters")
+    reason = (await body())["reason"]
     if session["status"] != "active":
         fail(409, "session_closed", "the session is already closed")
     closed = await database().fetch_one(SQL.close_session, {
         "id": session["id"], "reason": reason.strip(), "requested_by": principal().name})
     if closed is None:  # stopped meanwhile
         fail(409, "session_closed", "the session is already closed")
-    return json_response(present_session(await load_session(session["id"])))
+    return json_response(SESSION.shape(await load_session(session["id"])))
 
 
 @blueprint.get("/api/stations/<station_id>/active-sessions")
+@operation("A station's active sessions", query=page_query(), responses={200: Page(SESSION)},
+           description="charging_sessions is current state (ADR 0002).")
 async def active_sessions(station_id: str) -> Response:
-    """Active session lookup: charging_sessions is current state (ADR 0002)."""
     station = await load_station(parse_uuid("id", station_id))
-    limit, offset = page_args()
+    q = query()
     rows = await database().fetch_all(SQL.select_sessions, session_filter(
-        station_id=station["id"], active=True, limit=limit, offset=offset))
-    return json_response(page([present_session(r) for r in rows], limit, offset))
+        station_id=station["id"], active=True, limit=q["limit"], offset=q["offset"]))
+    return json_response(page([SESSION.shape(r) for r in rows], q["limit"], q["offset"]))
 
 
 # ---------------------------------------------------------------- meter values (history)
 
-async def meter_values(station_id: uuid.UUID, *, transaction_id: int | None,
+RAW_SAMPLE = Obj("MeterValue", {
+    "sampledAt": Timestamp(), "connectorNumber": Integer("0 = the main meter."),
+    "transactionId": Integer(null=True), "measurand": Text(), "phase": Text(null=True),
+    "location": Text(), "context": Text(), "unit": Text("Base unit (Wh, W, varh, …)."),
+    "value": Number("In `unit`; null when the reading is not a number.", null=True),
+    "format": Text(), "rawValue": Text("Kept for SignedData and non-numbers.", null=True)},
+    "A raw sample (no `bucket`).")
+BUCKET = Obj("MeterValueBucket", {
+    "bucket": Timestamp("Start of the bucket (edges as TimescaleDB's time_bucket)."),
+    "connectorNumber": Integer(), "measurand": Text(), "phase": Text(null=True),
+    "location": Text(), "unit": Text(), "count": Integer(source="samples"),
+    "min": Number(source="min_value"), "max": Number(source="max_value"),
+    "avg": Number(source="avg_value"), "last": Number(source="last_value"),
+    "lastAt": Timestamp()},
+    "Numeric samples of one bucket (with `bucket`).")
+METER_PAGE = Page((RAW_SAMPLE, BUCKET), {"bucketSeconds": Integer(null=True), **RANGE},
+                  name="MeterValuePage")
+METER_QUERY: Final = {
+    "measurand": Names(MEASURAND_PATTERN,
+                       "must be OCPP measurand names (e.g. Power.Active.Import)",
+                       "OCPP measurands, repeated or comma-separated; absent = all."),
+    "bucket": Integer("Seconds per bucket: count/min/max/avg/last per bucket instead of raw "
+                      "rows.", low=1, high=MAX_BUCKET_SECONDS),
+    **page_query(high=MAX_METER_ROWS, default=DEFAULT_METER_ROWS)}
+
+
+async def meter_values(q: Values, station_id: uuid.UUID, *, transaction_id: int | None,
                        connector: int | None, start: dt.datetime | None,
                        end: dt.datetime | None) -> Response:
-    bucket = optional_int("bucket", low=1, high=MAX_BUCKET_SECONDS)
-    limit = query_int("limit", default=DEFAULT_METER_ROWS, low=1, high=MAX_METER_ROWS)
-    offset = query_int("offset", default=0, low=0, high=10_000_000)
+    bucket, limit, offset = q["bucket"], q["limit"], q["offset"]
     params = {"station_id": station_id, "transaction_id": transaction_id,
-              "connector": connector, "measurands": query_measurands(),
+              "connector": connector, "measurands": q["measurand"],
               "from_at": start, "to_at": end, "limit": limit, "offset": offset}
     db = database()
     if bucket is None:
         rows = await db.fetch_all(SQL.meter_values_raw, params)
-        items = [{
-            "sampledAt": r["sampled_at"], "connectorNumber": r["connector_number"],
-            "transactionId": r["transaction_id"], "measurand": r["measurand"],
-            "phase": r["phase"], "location": r["location"], "context": r["context"],
-            "unit": r["unit"], "value": r["value"], "format": r["format"],
-            "rawValue": r["raw_value"],
-        } for r in rows]
+        items = [RAW_SAMPLE.shape(r) for r in rows]
     else:
         rows = await db.fetch_all(SQL.meter_values_bucketed, {**params, "bucket": bucket})
-        items = [{
-            "bucket": r["bucket"], "connectorNumber": r["connector_number"],
-            "measurand": r["measurand"], "phase": r["phase"], "location": r["location"],
-            "unit": r["unit"], "count": r["samples"], "min": r["min_value"],
-            "max": r["max_value"], "avg": r["avg_value"], "last": r["last_value"],
-            "lastAt": r["last_at"],
-        } for r in rows]
-    body = page(items, limit, offset)
-    body.update({"bucketSeconds": bucket, "from": start, "to": end})
-    return json_response(body)
+        items = [BUCKET.shape(r) for r in rows]
+    result = page(items, limit, offset)
+    result.update({"bucketSeconds": bucket, "from": start, "to": end})
+    return json_response(result)
 
 
 @blueprint.get("/api/sessions/<session_id>/meter-values")
+@operation("A session's meter values", query={**time_query("Open when absent."),
+                                              **METER_QUERY},
+           responses={200: METER_PAGE}, description="Oldest first.")
 async def session_meter_values(session_id: str) -> Response:
     session = await load_session(parse_uuid("id", session_id))
-    start, end = time_range(None)
-    return await meter_values(session["station_id"], transaction_id=session["transaction_id"],
-                              connector=None, start=start, end=end)
+    q = query()
+    start, end = time_range(q, None)
+    return await meter_values(q, session["station_id"],
+                              transaction_id=session["transaction_id"], connector=None,
+                              start=start, end=end)
+
+
+CONNECTOR_FILTER: Final = Integer("Only this connector (0 = the station / main meter).",
+                                  low=0, high=MAX_CONNECTOR)
 
 
 @blueprint.get("/api/stations/<station_id>/meter-values")
+@operation("A station's meter values", query={
+    **time_query("Default: `to` minus 24 hours."), "connector": CONNECTOR_FILTER,
+    **METER_QUERY}, responses={200: METER_PAGE}, description="Oldest first.")
 async def station_meter_values(station_id: str) -> Response:
     station = await load_station(parse_uuid("id", station_id))
-    start, end = time_range(DAY)
-    return await meter_values(station["id"], transaction_id=None,
-                              connector=optional_int("connector", low=0, high=MAX_CONNECTOR),
+    q = query()
+    start, end = time_range(q, DAY)
+    return await meter_values(q, station["id"], transaction_id=None, connector=q["connector"],
                               start=start, end=end)
 
 
 # ---------------------------------------------------------------- status history, uptime, faults
 
+STATUS_EVENT = Obj("StatusEvent", {
+    "occurredAt": Timestamp(), "kind": Choice(("connection", "status")),
+    "event": Text("connected / disconnected / timed_out, or the normalized status."),
+    "reason": Text(null=True), "ocppStatus": Text(null=True), "errorCode": Text(null=True),
+    "info": Text(null=True), "vendorErrorCode": Text(null=True)})
+FAULT = Obj("Fault", {
+    "occurredAt": Timestamp(), "connectorNumber": Integer("0 = the station."),
+    "status": Text(), "ocppStatus": Text(), "errorCode": Text(source="ocpp_error_code"),
+    "info": Text(null=True), "vendorId": Text(null=True), "vendorErrorCode": Text(null=True),
+    "recordedAt": Timestamp()})
+UPTIME = Obj("Uptime", {
+    "stationId": Uuid(), "from": Timestamp(), "to": Timestamp(),
+    "observedTo": Timestamp("min(to, now): the future is not observed."),
+    "observedSeconds": Number(), "onlineSeconds": Number(), "offlineSeconds": Number(),
+    "ratio": Number("onlineSeconds / observedSeconds; null when nothing is observed.",
+                    null=True),
+    "intervals": List(Obj("UptimeInterval", {"from": Timestamp(), "to": Timestamp()}),
+                      "The online intervals, clipped to the range.")})
+SPAN: Final = {"from": Timestamp(), "to": Timestamp()}
+
+
 @blueprint.get("/api/stations/<station_id>/status-history")
+@operation("Connection events and station-level status, oldest first",
+           query={**time_query("Default: `to` minus 24 hours."), **page_query()},
+           responses={200: Page(STATUS_EVENT, SPAN)})
 async def status_history(station_id: str) -> Response:
     station = await load_station(parse_uuid("id", station_id))
-    start, end = time_range(DAY)
-    limit, offset = page_args()
+    q = query()
+    start, end = time_range(q, DAY)
     rows = await database().fetch_all(SQL.station_status_history, {
-        "station_id": station["id"], "from_at": start, "to_at": end, "limit": limit,
-        "offset": offset})
-    items = [{
-        "occurredAt": r["occurred_at"], "kind": r["kind"], "event": r["event"],
-        "reason": r["reason"], "ocppStatus": r["ocpp_status"], "errorCode": r["error_code"],
-        "info": r["info"], "vendorErrorCode": r["vendor_error_code"],
-    } for r in rows]
-    body = page(items, limit, offset)
-    body.update({"from": start, "to": end})
-    return json_response(body)
+        "station_id": station["id"], "from_at": start, "to_at": end, "limit": q["limit"],
+        "offset": q["offset"]})
+    result = page([STATUS_EVENT.shape(r) for r in rows], q["limit"], q["offset"])
+    result.update({"from": start, "to": end})
+    return json_response(result)
 
 
 @blueprint.get("/api/stations/<station_id>/uptime")
+@operation("Online time in a range", query=time_query("Default: `to` minus 24 hours."),
+           responses={200: UPTIME})
 async def uptime(station_id: str) -> Response:
     station = await load_station(parse_uuid("id", station_id))
-    start, end = time_range(DAY)
+    start, end = time_range(query(), DAY)
     row = await database().fetch_one(SQL.station_uptime, {
         "station_id": station["id"], "from_at": start, "to_at": end})
     assert row is not None
     observed, online = row["observed_seconds"], row["online_seconds"]
-    return json_response({
-        "stationId": station["id"], "from": start, "to": end,
-        "observedTo": row["observed_to"], "observedSeconds": observed,
-        "onlineSeconds": online, "offlineSeconds": observed - online,
+    return json_response(UPTIME.shape({
+        **row, "station_id": station["id"], "from": start, "to": end,
+        "offline_seconds": observed - online,
         "ratio": float(online / observed) if observed > 0 else None,
         "intervals": [{"from": a, "to": b} for a, b in zip(
-            row["interval_starts"], row["interval_ends"], strict=True)],
-    })
+            row["interval_starts"], row["interval_ends"], strict=True)]}))
 
 
 @blueprint.get("/api/stations/<station_id>/faults")
+@operation("Connector errors and Faulted statuses, newest first", query={
+    **time_query("Default: `to` minus 30 days."), **page_query(),
+    "connector": CONNECTOR_FILTER}, responses={200: Page(FAULT, SPAN)})
 async def faults(station_id: str) -> Response:
     station = await load_station(parse_uuid("id", station_id))
-    start, end = time_range(dt.timedelta(days=30))
-    limit, offset = page_args()
+    q = query()
+    start, end = time_range(q, dt.timedelta(days=30))
     rows = await database().fetch_all(SQL.station_faults, {
         "station_id": station["id"], "from_at": start, "to_at": end,
-        "connector": optional_int("connector", low=0, high=MAX_CONNECTOR),
-        "limit": limit, "offset": offset})
-    items = [{
-        "occurredAt": r["occurred_at"], "connectorNumber": r["connector_number"],
-        "status": r["status"], "ocppStatus": r["ocpp_status"],
-        "errorCode": r["ocpp_error_code"], "info": r["info"], "vendorId": r["vendor_id"],
-        "vendorErrorCode": r["vendor_error_code"], "recordedAt": r["recorded_at"],
-    } for r in rows]
-    body = page(items, limit, offset)
-    body.update({"from": start, "to": end})
-    return json_response(body)
+        "connector": q["connector"], "limit": q["limit"], "offset": q["offset"]})
+    result = page([FAULT.shape(r) for r in rows], q["limit"], q["offset"])
+    result.update({"from": start, "to": end})
+    return json_response(result)

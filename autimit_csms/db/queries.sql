@@ -14,6 +14,12 @@ RETURNING id, name, document, is_active, created_at, updated_at;
 SELECT id, name, document, is_active, created_at, updated_at
 FROM accounts WHERE id = %(id)s;
 
+-- name: list_accounts
+SELECT id, name, document, is_active, created_at, updated_at
+FROM accounts
+ORDER BY created_at, id
+LIMIT %(limit)s OFFSET %(offset)s;
+
 -- name: insert_api_key
 INSERT INTO account_api_keys (account_id, key_id, key_hash, name)
 VALUES (%(account_id)s, %(key_id)s, %(key_hash)s, %(name)s)
@@ -70,7 +76,7 @@ SELECT id, station_code FROM station;
 
 -- name: select_stations
 -- Stations with their connectors and runtime state, as the API shows them:
--- one by id, or a page filtered by account and location.
+-- one by id, or a page filtered by account, location and code (any letter case).
 SELECT s.id, s.account_id, s.location_id, s.station_code, s.serial_number, s.manufacturer,
        s.model, s.connectors AS connector_count, s.is_active, s.ocpp_relaxed,
        s.created_at, s.updated_at,
@@ -98,6 +104,7 @@ LEFT JOIN station_runtime_state r ON r.station_id = s.id
 WHERE (%(id)s::uuid IS NULL OR s.id = %(id)s)
   AND (%(account_id)s::uuid IS NULL OR s.account_id = %(account_id)s)
   AND (%(location_id)s::uuid IS NULL OR s.location_id = %(location_id)s)
+  AND (%(station_code)s::text IS NULL OR lower(s.station_code) = lower(%(station_code)s))
 ORDER BY s.created_at, s.id
 LIMIT %(limit)s OFFSET %(offset)s;
 

@@ -66,8 +66,10 @@ class CommandBus:
 
     def __post_init__(self) -> None:
         self._waiters: dict[uuid.UUID, trio.Event] = {}
+        self._watchers: dict[uuid.UUID, int] = {}  # how many wait on each of _waiters
         self.stats = CommandStats()
         self._nursery: trio.Nursery | None = None
+        self._background: trio.Nursery | None = None
 
     @property
     def node_id(self) -> uuid.UUID:
@@ -76,7 +78,8 @@ class CommandBus:
     # ------------------------------------------------------------ requester side
 
     async def execute(self, station_id: uuid.UUID, action: str, payload: dict[str, Any],
-                      requested_by: str, *, unstorable_at: str | None = None) -> Row:
+                      requested_by: str, *, unstorable_at: str | None = None,
+                      wait: bool = True) -> Row:
         """Queue a command, wait for whichever process delivers it; return its row.
 
         Raises StationOffline (recorded as an 'offline' command) when no live
@@ -85,7 +88,9 @@ class CommandBus:
         replace that text with U+FFFD. For a live station such a payload raises
         UnstorablePayload, nothing recorded or sent. Waits at most twice
         command_timeout (+ margin): the call, then recording its outcome; a
-        command still open then is marked 'timeout'.
+        command still open then is marked 'timeout'. With `wait=False` the row
+        is returned as soon as it is queued, and a task of `run` keeps that bound
+        (given up at shutdown: only a delivering process that died needs it).
         """
         route = await self.db.fetch_one(SQL.station_route, {"station_id": station_id})
         online = bool(route and route["status"] != "offline" and route["node_id"]
@@ -105,23 +110,54 @@ class CommandBus:
                 "status": "offline", "error_code": "StationOffline",
                 "error_description": note})
             raise StationOffline(str(command_id))
-        done = self._waiters[command_id] = trio.Event()  # before the NOTIFY can answer
+        done = self._watch(command_id)  # before the NOTIFY can answer
         try:
             await self.db.fetch_one(SQL.insert_command, {
                 "id": command_id, "station_id": station_id, "action": action,
                 "payload": as_json(payload), "requested_by": requested_by,
                 "status": "queued", "error_code": None, "error_description": None})
+        except BaseException:
+            self._unwatch(command_id)
+            raise
+        if wait or self._background is None:  # (none: shutting down, so the caller waits)
+            await self._bound(command_id, done)
+        else:
+            self._background.start_soon(self._bound, command_id, done)
+        command = await self.db.fetch_one(SQL.get_command, {"id": command_id})
+        assert command is not None
+        return command
+
+    async def wait(self, command_id: uuid.UUID, seconds: float) -> None:
+        """Return once the command is finished, by whichever process, or after `seconds`."""
+        done = self._watch(command_id)  # before reading, so a finish in between wakes us
+        try:
+            row = await self.db.fetch_one(SQL.get_command, {"id": command_id})
+            if row is not None and row["status"] in ("queued", "sent"):
+                with trio.move_on_after(seconds):
+                    await done.wait()
+        finally:
+            self._unwatch(command_id)
+
+    async def _bound(self, command_id: uuid.UUID, done: trio.Event) -> None:
+        try:
             with trio.move_on_after(2 * self.command_timeout + 2):
                 await done.wait()
         finally:
-            del self._waiters[command_id]
+            self._unwatch(command_id)
         if not done.is_set():  # the delivering process never finished it
             await self.db.fetch_all(SQL.finish_command, {
                 "id": command_id, "status": "timeout", "response": None,
                 "error_code": "Timeout", "error_description": "no answer in time"})
-        command = await self.db.fetch_one(SQL.get_command, {"id": command_id})
-        assert command is not None
-        return command
+
+    def _watch(self, command_id: uuid.UUID) -> trio.Event:
+        """The event set when the command finishes; one per command, shared by its waiters."""
+        self._watchers[command_id] = self._watchers.get(command_id, 0) + 1
+        return self._waiters.setdefault(command_id, trio.Event())
+
+    def _unwatch(self, command_id: uuid.UUID) -> None:
+        self._watchers[command_id] -= 1
+        if not self._watchers[command_id]:
+            del self._watchers[command_id], self._waiters[command_id]
 
     # ------------------------------------------------------------ holder side
 
@@ -133,11 +169,13 @@ class CommandBus:
         async with trio.open_nursery() as deliveries:
             self._nursery = deliveries
             async with trio.open_nursery() as background:
+                self._background = background
                 background.start_soon(self._listen)
                 background.start_soon(self._sweep)
                 task_status.started()
                 await shutdown.wait()
                 background.cancel_scope.cancel()
+                self._background = None
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await self.db.execute(SQL.forget_node, {"id": self.node_id})
 
