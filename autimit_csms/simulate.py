@@ -188,7 +188,9 @@ async def _main(args: argparse.Namespace, options: Options) -> int:
         async def look_in_the_api() -> None:
             if rest is None:
                 return
-            for spec in specs[:CSMS_VIEW_STATIONS]:
+            # the first stations of every scenario, not ten of the first scenario
+            shown = sorted(range(len(specs)), key=lambda index: index % per_scenario)
+            for spec in [specs[index] for index in shown[:CSMS_VIEW_STATIONS]]:
                 try:
                     csms_view.append(await rest.csms_view(spec))
                 except ProvisioningError as err:
@@ -200,7 +202,7 @@ async def _main(args: argparse.Namespace, options: Options) -> int:
             nursery.start_soon(_stop_on_signal, simulation, nursery.cancel_scope)
             await simulation.run(look_in_the_api)
             nursery.cancel_scope.cancel()
-    print(summary(simulation, csms_view, api_url=args.api_url))
+    print(summary(simulation, csms_view, api_url=args.api_url), flush=True)
     failed = any(run.tally.failures or not run.tally.connected for run in simulation.runs)
     return 1 if failed else 0
 
@@ -277,7 +279,7 @@ def summary(simulation: Simulation, csms_view: list[str], *, api_url: str) -> st
         if len(problems) > 20:
             lines.append(f"  ... and {len(problems) - 20} more")
     if csms_view:
-        lines += ["", f"in the CSMS ({api_url}/api/stations/:id, /api/sessions?stationId=):"]
+        lines += ["", f"in the CSMS, read back through its REST API ({api_url}):"]
         lines += [f"  {line}" for line in csms_view]
     failed = sum(bool(run.tally.failures) or not run.tally.connected for run in simulation.runs)
     lines += ["", f"result: {'FAILED' if failed else 'OK'} "

@@ -149,6 +149,7 @@ class Meter:
     power_w: float = 0.0
     soc: float | None = None
     capacity_wh: float = 60_000.0
+    ev_max_power_w: float = 11_000.0  # what the car's on-board charger takes
     charging_s: float = 0.0
 
     @property
@@ -158,6 +159,7 @@ class Meter:
     def plug_in(self, rng: random.Random) -> None:
         self.soc = rng.uniform(15, 50)
         self.capacity_wh = rng.choice((40_000.0, 60_000.0, 77_000.0, 100_000.0))
+        self.ev_max_power_w = rng.choice((7_400.0, 11_000.0, 11_000.0, 22_000.0))
         self.charging_s = 0.0
 
     def unplug(self) -> None:
@@ -181,7 +183,7 @@ class Meter:
             return 0.0
         ramp = min(1.0, (self.charging_s + STEP_SECONDS) / RAMP_SECONDS)
         taper = 1.0 if self.soc < TAPER_FROM_SOC else max(0.1, (100 - self.soc) / 20)
-        return max_power_w * ramp * taper * rng.uniform(0.97, 1.0)
+        return min(max_power_w, self.ev_max_power_w) * ramp * taper * rng.uniform(0.97, 1.0)
 
     def sampled_values(self, measurands: list[str], context: str) -> list[Payload]:
         readings = {

@@ -170,7 +170,8 @@ class RestApi:
         parts = [f"{s['status']} transaction {s['transactionId']} "
                  f"{_kwh(s['energyWh'])} ({s['energySource']})" for s in sessions["items"]]
         return (f"{spec.code}: station {station['runtime']['status']}; "
-                + ("sessions: " + ", ".join(parts) if parts else "no sessions"))
+                + ("sessions: " + ", ".join(parts) if parts else "no sessions")
+                + f"\n    GET /api/sessions?stationId={spec.station_id}")
 
 
 def _kwh(energy_wh: Any) -> str:

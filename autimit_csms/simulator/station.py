@@ -172,6 +172,25 @@ class StationRun:
     def online_now(self) -> bool:
         return self.link is not None
 
+    def charging_now(self) -> list[str]:
+        """What each charging connector's meter reads, for progress lines."""
+        readings = []
+        for number, connector in self.cp.connectors.items():
+            session, meter = connector.session, connector.meter
+            if session is not None and session.transaction_id is not None:
+                soc = "" if meter.soc is None else f", SoC {meter.soc:.0f} %"
+                readings.append(
+                    f"connector {number}: {(meter.register_wh - session.meter_start) / 1000:.2f}"
+                    f" kWh, {meter.power_w / 1000:.1f} kW, {meter.voltage_v:.1f} V, "
+                    f"{meter.current_a:.1f} A{soc}")
+        return readings
+
+    def delivered_wh(self) -> float:
+        """Energy of delivered sessions and of the ones under way."""
+        return self.tally.energy_wh + sum(
+            c.meter.register_wh - c.session.meter_start
+            for c in self.cp.connectors.values() if c.session is not None)
+
     def fail(self, message: str) -> None:
         self.tally.failures.append(message)
         log.warning("%s", message)
@@ -700,8 +719,13 @@ class Simulation:
             for station in self.runs:
                 total.add(station.tally)
             online = sum(station.online_now for station in self.runs)
+            energy_wh = sum(station.delivered_wh() for station in self.runs)
             log.info("progress: %d/%d online, %d CALLs sent, %d answered, %d CALLERRORs, "
                      "%d charging, %d sessions done, %.2f kWh, %d queued offline",
                      online, len(self.runs), total.calls_sent, total.answered,
                      total.call_errors, total.charging, total.sessions,
-                     total.energy_wh / 1000, total.queued - total.replayed)
+                     energy_wh / 1000, total.queued - total.replayed)
+            if self.detailed:
+                for station in self.runs:
+                    for reading in station.charging_now():
+                        log.info("%s %s", station.spec.code, reading)
