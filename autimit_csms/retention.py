@@ -87,6 +87,7 @@ class TableReport:
 
     table: str
     cutoff: datetime
+    hypertable: bool = False
     rows: int = 0        # deleted by batches (enforce), or older than the cut-off (dry-run)
     chunks: int = 0      # whole chunks dropped (enforce) or droppable (dry-run)
     batches: int = 0
@@ -100,8 +101,9 @@ class Retention:
     mode: str
     batch_size: int = BATCH_SIZE
     batch_pause: float = BATCH_PAUSE
-    _announced: bool = False
-    _policy_logged: set[str] = field(default_factory=set)
+    # what was already said, so each is said once per process
+    _announced: bool = field(default=False, init=False)
+    _policy_logged: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -143,7 +145,8 @@ class Retention:
         for period in PERIODS:
             if stop.is_set():
                 break
-            report = TableReport(period.table, now - period.keep)
+            report = TableReport(period.table, now - period.keep,
+                                 hypertable=period.table in backend.hypertables)
             reports.append(report)
             if period.table in backend.policy_tables:
                 report.skipped = "TimescaleDB retention policy"
@@ -158,10 +161,9 @@ class Retention:
                             _iso(report.cutoff), report.kept_for)
             try:
                 if self.mode == "dry-run":
-                    await self._count(period, report, period.table in backend.hypertables)
+                    await self._count(period, report)
                 else:
-                    await self._remove(period, report, period.table in backend.hypertables,
-                                       period.table in backend.compressed, stop)
+                    await self._remove(period, report, period.table in backend.compressed, stop)
             except DatabaseError as exc:
                 report.skipped = f"{type(exc).__name__}: {exc}"
                 log.warning("retention: %s skipped this pass (%s); next pass in %.0f s",
@@ -169,19 +171,19 @@ class Retention:
         self._log(reports, trio.current_time() - started)
         return reports
 
-    async def _count(self, period: Period, report: TableReport, hypertable: bool) -> None:
+    async def _count(self, period: Period, report: TableReport) -> None:
         params = {"cutoff": report.cutoff, "table": period.table}
         row = await self.db.fetch_one(period.count, params)
         report.rows = row["rows"] if row else 0
-        if hypertable:
+        if report.hypertable:
             row = await self.db.fetch_one(SQL.retention_count_chunks, params)
             report.chunks = row["chunks"] if row else 0
 
-    async def _remove(self, period: Period, report: TableReport, hypertable: bool,
-                      compressed: bool, stop: trio.Event) -> None:
+    async def _remove(self, period: Period, report: TableReport, compressed: bool,
+                      stop: trio.Event) -> None:
         params: dict[str, Any] = {"cutoff": report.cutoff, "table": period.table,
                                   "batch": self.batch_size}
-        if hypertable:
+        if report.hypertable:
             _, row = await self._short_transaction(SQL.retention_drop_chunks, params)
             report.chunks = row["chunks"] if row else 0
             if compressed:
@@ -215,8 +217,9 @@ class Retention:
                          r.table, r.rows, _iso(r.cutoff),
                          f" ({r.chunks} whole chunk(s))" if r.chunks else "")
             elif r.rows or r.chunks:
-                log.info("retention: %s: %d chunk(s) dropped, %d row(s) deleted in %d batch(es), "
-                         "older than %s", r.table, r.chunks, r.rows, r.batches, _iso(r.cutoff))
+                log.info("retention: %s: %s%d row(s) deleted in %d batch(es), older than %s",
+                         r.table, f"{r.chunks} chunk(s) dropped, " if r.hypertable else "",
+                         r.rows, r.batches, _iso(r.cutoff))
         log.info("retention pass (%s) over %d table(s) in %.1f s: %d chunk(s), %d row(s)%s",
                  self.mode, len(done), seconds, sum(r.chunks for r in done),
                  sum(r.rows for r in done), " (nothing removed)" if self.mode == "dry-run" else "")
