@@ -121,7 +121,7 @@ def fill(url: str) -> dict[str, Any]:
     """What a CSMS of any landed version wrote: only columns every version has."""
     with psycopg.connect(url, autocommit=True) as conn:
         def one(query: str, params: tuple[Any, ...] = ()) -> Any:
-            row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+            row = conn.execute(query, params).fetchone()
             assert row is not None
             return row[0]
 
