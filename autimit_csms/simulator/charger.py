@@ -410,6 +410,10 @@ class ChargePoint:
     def charge(self, number: int, seconds: float) -> None:
         self.connectors[number].meter.advance(seconds, self.settings.max_power_w, self.rng)
 
+    def ev_full(self, number: int) -> bool:
+        soc = self.connectors[number].meter.soc
+        return soc is not None and soc >= 100
+
     def meter_values(self, number: int, now: dt.datetime,
                      context: str = "Sample.Periodic") -> Payload:
         connector = self.connectors[number]

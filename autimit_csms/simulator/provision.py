@@ -93,8 +93,9 @@ class RestApi:
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.HTTPError as err:
-            raise ProvisioningError(f"cannot reach the REST API at {self._client.base_url}: "
-                                    f"{err or type(err).__name__}") from None
+            raise ProvisioningError(f"cannot reach the REST API at {self._client.base_url} "
+                                    f"({err or type(err).__name__}); is the CSMS running, "
+                                    "and is --api-url its API?") from None
         if response.status_code not in ok:
             try:
                 error = response.json()["error"]
@@ -122,15 +123,23 @@ class RestApi:
             location_id = location["id"]
         run = secrets.token_hex(3).upper()  # codes of different runs never collide
         specs: list[StationSpec | None] = [None] * count
+        errors: list[ProvisioningError] = []
         limiter = trio.CapacityLimiter(PROVISION_CONCURRENCY)
 
         async def create(index: int) -> None:
             code = f"{prefix}-{run}-{index + 1:03d}"
             async with limiter:
-                body = await self._request("POST", "/api/stations", json={
-                    "accountId": account_id, "locationId": location_id, "stationCode": code,
-                    "serialNumber": code[:64], "manufacturer": "Autimit",
-                    "model": "Simulator", "connectors": connectors})
+                if errors:
+                    return
+                try:
+                    body = await self._request("POST", "/api/stations", json={
+                        "accountId": account_id, "locationId": location_id,
+                        "stationCode": code, "serialNumber": code[:64],
+                        "manufacturer": "Autimit", "model": "Simulator",
+                        "connectors": connectors})
+                except ProvisioningError as err:  # reported once, not as an exception group
+                    errors.append(err)
+                    return
             given = body["provisioning"]
             url = given["ocppConnectionUrl"] if ocpp_url is None else station_url(ocpp_url,
                                                                                    code)
@@ -140,6 +149,8 @@ class RestApi:
         async with trio.open_nursery() as nursery:
             for index in range(count):
                 nursery.start_soon(create, index)
+        if errors:
+            raise errors[0]
         return [spec for spec in specs if spec is not None]
 
     async def identify(self, specs: list[StationSpec]) -> list[StationSpec]:

@@ -338,7 +338,8 @@ class StationRun:
                         await self.sleep(conf["interval"] or 60)
                 if self.queue:
                     self.event("replaying %d queued transaction messages", len(self.queue))
-                await self._replay(link)
+                    await self._replay(link)
+                    self.event("replayed")
                 for number in (0, *self.cp.connectors):
                     with suppress(CallFailed):
                         await self._exchange(link, "StatusNotification",
@@ -461,11 +462,9 @@ class StationRun:
                 await self.sleep(self.cp.int_key("TransactionMessageRetryInterval") * attempt)
                 continue
             if action == "StopTransaction":
-                energy = self.cp.energy_by_transaction.get(payload["transactionId"], 0)
                 self.tally.sessions += 1
-                self.tally.energy_wh += energy
-                self.event("transaction %d stopped (%s): %d Wh", payload["transactionId"],
-                           payload["reason"], energy)
+                self.tally.energy_wh += self.cp.energy_by_transaction.get(
+                    payload["transactionId"], 0)
             return conf
         raise AssertionError("unreachable")
 
@@ -559,6 +558,8 @@ class StationRun:
                 at = trio.current_time()
                 self.cp.charge(number, (at - last) * self.options.speed)
                 last = at
+                if self.cp.ev_full(number) and self.cp.connectors[number].status == "Charging":
+                    await self.status(number, "SuspendedEV")  # plugged in, taking nothing
                 if session.stop_reason is None and at < deadline:
                     await self.transaction_message("MeterValues",
                                                    self.cp.meter_values(number, now()))
@@ -573,7 +574,11 @@ class StationRun:
     async def _finish(self, number: int) -> None:
         if self.cp.connectors[number].session is None:
             return
-        await self.transaction_message("StopTransaction", self.cp.end_session(number, now()))
+        stop = self.cp.end_session(number, now())
+        self.event("transaction %d stopped (%s): %d Wh%s", stop["transactionId"], stop["reason"],
+                   self.cp.energy_by_transaction[stop["transactionId"]],
+                   "" if self.link else "; offline, StopTransaction queued")
+        await self.transaction_message("StopTransaction", stop)
         await self.status(number, "Finishing")
         await self.status(number, self.cp.idle_status(number))
         self._session_ended[number].set()
