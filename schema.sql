@@ -34,7 +34,8 @@ FROM (VALUES (1, 'schema_version'),
              (2, 'meter_values_key_with_format'),
              (3, 'commands_across_nodes'),
              (4, 'meter_values_station_time_index'),
-             (5, 'sessions_closed_without_stop')) AS step (version, name)
+             (5, 'sessions_closed_without_stop'),
+             (6, 'station_frame_trace')) AS step (version, name)
 WHERE to_regclass('accounts') IS NULL
 ON CONFLICT (version) DO NOTHING;
 
@@ -104,6 +105,10 @@ CREATE TABLE IF NOT EXISTS stations (
 CREATE UNIQUE INDEX IF NOT EXISTS stations_station_code_key ON stations (lower(station_code));
 CREATE INDEX IF NOT EXISTS stations_account_idx ON stations (account_id, created_at, id);
 CREATE INDEX IF NOT EXISTS stations_location_idx ON stations (location_id);
+-- Beyond the ADR: while this is in the future, the process holding the station's
+-- connection logs its OCPP frames (redacted) at INFO -- an operator debugging one
+-- charger (PUT /api/stations/:id/trace). Added by ALTER (step 6 of the upgrades).
+ALTER TABLE stations ADD COLUMN IF NOT EXISTS ocpp_trace_until timestamptz;
 
 CREATE TABLE IF NOT EXISTS station_connectors (
     id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),

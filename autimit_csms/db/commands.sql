@@ -211,3 +211,8 @@ SET value = EXCLUDED.value, readonly = COALESCE(EXCLUDED.readonly, c.readonly),
 -- name: list_configuration
 SELECT key, value, readonly, source, updated_at FROM station_configuration
 WHERE station_id = %(station_id)s ORDER BY key;
+
+-- name: traced_stations
+-- Of the stations this process holds, those an operator is tracing now.
+SELECT id FROM stations
+WHERE id = ANY (%(stations)s::uuid[]) AND ocpp_trace_until > now();

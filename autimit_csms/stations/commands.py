@@ -7,9 +7,11 @@ autimit_command_done), and recording what an accepted command changed on the
 charger (reservations, local list, charging profiles, configuration). The API
 calls `execute`; each process runs `run` in its root nursery.
 
-Also owns the liveness rule of processes (docs/ocpp.md "Liveness"): each process
-heartbeats its csms_nodes row, and sweeps offline the stations whose holding
-process is gone or silent for `node_silence` seconds.
+Also carries an operator's frame trace of a station (stations.ocpp_trace_until)
+to the process holding it, within one sweep. Also owns the liveness rule of
+processes (docs/ocpp.md "Liveness"): each process heartbeats its csms_nodes row,
+and sweeps offline the stations whose holding process is gone or silent for
+`node_silence` seconds.
 """
 
 from __future__ import annotations
@@ -225,12 +227,19 @@ class CommandBus:
                     "silence": self.node_silence})
                 rows = await self.db.fetch_all(SQL.queued_commands_for, {
                     "stations": [s.ctx.station_id for s in held]})
+                traced = {row["id"] for row in await self.db.fetch_all(SQL.traced_stations, {
+                    "stations": [s.ctx.station_id for s in held]})}
             except DatabaseError as err:
                 log.warning("node heartbeat/sweep: %s (%s)", type(err).__name__, err)
                 continue
             for row in swept:
                 log.info("station %s marked offline: the process holding it is gone",
                          row["station_id"])
+            for session in held:  # an operator's frame trace, on or off within a sweep
+                if session.trace != (session.ctx.station_id in traced):
+                    session.trace = not session.trace
+                    log.info("%s: OCPP frame trace %s", session.ctx.station_code,
+                             "on" if session.trace else "off")
             for row in rows:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._deliver, row["id"])

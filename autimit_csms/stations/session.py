@@ -61,6 +61,7 @@ class StationSession:
         self.ws = ws
         self.remote = remote
         self.connection_id = logs.CONNECTION.get()  # set by the listener for this connection
+        self.trace = False  # frames at INFO: an operator traces this station (docs/read-api.md)
         self.protocol = protocol
         self.ctx = ctx
         self.registry = registry
@@ -134,8 +135,7 @@ class StationSession:
                 return
 
     async def _handle(self, text: str) -> None:
-        if log.isEnabledFor(logging.DEBUG):  # id tags and keys never reach a log
-            log.debug("%s <- %s", self.ctx.station_code, redact_for_log(text))
+        self._log_frame("<-", text)
         event = self.protocol.receive(text)
         if isinstance(event, CallReceived):
             token = logs.MESSAGE.set(event.call.unique_id)
@@ -191,9 +191,16 @@ class StationSession:
         self.registry.metrics.calls_by_outcome[call.action, "error"] += 1
         return self.protocol.answer_error(call, code, description)
 
+    def _log_frame(self, direction: str, text: str) -> None:
+        """Every frame at DEBUG; at INFO while an operator traces this station
+        (`trace`, refreshed by the command bus from the database). Id tags and
+        keys never reach a log either way (ocpp16.redact_for_log)."""
+        level = logging.INFO if self.trace else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "%s %s %s", self.ctx.station_code, direction, redact_for_log(text))
+
     async def _send(self, text: str) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> %s", self.ctx.station_code, redact_for_log(text))
+        self._log_frame("->", text)
         await self.ws.send_message(text)
 
     async def call(self, action: str, payload: dict[str, Any]
