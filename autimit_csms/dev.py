@@ -20,7 +20,7 @@ import trio
 from . import settings as settings_mod
 from .credentials import hash_secret, new_station_secret
 from .db import SQL, Database
-from .db.schema import apply
+from .db.schema import apply, upgrade
 from .localpg import LocalPostgres, find_bindir, free_port
 from .settings import Settings, split_listen
 
@@ -38,6 +38,9 @@ def run_dev(args: argparse.Namespace) -> None:
                 conn.execute("CREATE DATABASE autimit")
         url = pg.url("autimit")
         apply(url)
+        upgraded = upgrade(url)  # a data folder made by an earlier version
+        if any(line.startswith("applied") for line in upgraded):
+            print("\n".join(upgraded), flush=True)
         public_url = args.public_ocpp_url
         if public_url == Settings.public_ocpp_url and not os.environ.get(
                 settings_mod.env_name("public_ocpp_url")):
