@@ -155,8 +155,9 @@ async def test_offline_replay_keeps_the_old_timestamps(api: httpx.AsyncClient, s
 async def test_commands_from_the_api_get_a_chargers_answers(api: httpx.AsyncClient,
                                                             server: Server) -> None:
     spec = await station(api, server, "SIM-COMMANDS", tag="REMOTE-TAG")
+    # no periodic heartbeat: the one seen is the triggered one
     options = dataclasses.replace(FAST, duration=3600, speed=60, meter_interval=60,
-                                  charge_duration=36_000)
+                                  charge_duration=36_000, heartbeat_interval=100_000)
     simulation = Simulation(options, [(spec, "boot", "REMOTE-TAG")])
     command = f"/api/stations/{spec.station_id}/commands"
 
@@ -208,6 +209,20 @@ async def test_commands_from_the_api_get_a_chargers_answers(api: httpx.AsyncClie
 
         await eventually(heartbeat_seen)
 
+        unavailable = await answer("ChangeAvailability",
+                                   {"connectorId": 2, "type": "Inoperative"})
+        assert unavailable["response"] == {"status": "Accepted"}
+        scheduled = await answer("ChangeAvailability", {"connectorId": 1, "type": "Inoperative"})
+        assert scheduled["response"] == {"status": "Scheduled"}, "connector 1 is charging"
+
+        async def connector_2_unavailable() -> bool:
+            r = await api.get("/api/availability", params={"stationId": spec.station_id})
+            [item] = r.json()["items"]
+            return {c["connectorNumber"]: c["ocppStatus"]  # type: ignore[no-any-return]
+                    for c in item["connectors"]}.get(2) == "Unavailable"
+
+        await eventually(connector_2_unavailable)
+
         unsupported = await answer("ReserveNow", {
             "connectorId": 2, "expiryDate": "2030-01-01T00:00:00Z", "idTag": "REMOTE-TAG"},
             status=502)
@@ -236,7 +251,7 @@ async def test_commands_from_the_api_get_a_chargers_answers(api: httpx.AsyncClie
         simulation.stop()
 
     tally = simulation.runs[0].tally
-    assert tally.failures == [] and tally.sessions == 1 and tally.commands >= 9
+    assert tally.failures == [] and tally.sessions == 1 and tally.commands >= 11
 
 
 async def _not(check: Callable[[], Awaitable[Any]]) -> bool:

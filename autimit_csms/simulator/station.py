@@ -246,6 +246,16 @@ class StationRun:
         self._want(True)
         await self._ready.wait()
 
+    async def start(self) -> None:
+        """Connect and boot at the start of a scenario; Offline (recorded) if a CSMS keeps
+        the station Pending or Rejected longer than its connection attempts may take."""
+        limit = self.options.call_timeout * self.options.connect_attempts
+        with trio.move_on_after(limit):
+            await self.online()
+            return
+        self.fail(f"not connected and booted within {limit:g} s")
+        raise Offline()
+
     async def go_offline(self) -> None:
         """Drop the link (as a charger losing its network would) and stay offline."""
         self._want(False)
@@ -622,13 +632,13 @@ class StationRun:
 # -- scenarios ----------------------------------------------------------------------------
 async def boot_scenario(st: StationRun) -> None:
     """Boot, then heartbeats and answers to the CSMS's commands for `duration`."""
-    await st.online()
+    await st.start()
     await st.sleep(st.options.duration)
 
 
 async def session_scenario(st: StationRun) -> None:
     """Boot, then `sessions` charging sessions one after the other."""
-    await st.online()
+    await st.start()
     for index in range(st.options.sessions):
         if index:
             await st.sleep(st.options.pause)
@@ -640,7 +650,7 @@ async def offline_scenario(st: StationRun) -> None:
     """A session whose link drops a third of the way in: the charger goes on charging and
     stops offline, queueing MeterValues and StopTransaction, then reconnects
     `reconnect_delay` later and replays them in order with their original timestamps."""
-    await st.online()
+    await st.start()
     if not await st.begin(1, st.id_tag, remote=False):
         return
     async with trio.open_nursery() as nursery:
