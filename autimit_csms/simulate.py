@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Final
@@ -89,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--save-stations", type=Path, metavar="PATH",
                        help="write the provisioned codes and one-time secrets here (mode "
                             "600), for a later --stations-file")
+    where.add_argument("--ca-file", type=Path, metavar="PEM",
+                       help="also trust this CA for wss:// and https:// (a private or "
+                            "self-signed certificate of the CSMS)")
     where.add_argument("--connectors", type=int, default=2,
                        help="connectors per station [default 2]")
 
@@ -140,7 +144,8 @@ def options_from(args: argparse.Namespace) -> Options:
         pause=args.pause, reconnect_delay=args.reconnect_delay, connectors=args.connectors,
         meter_interval=args.meter_interval, heartbeat_interval=args.heartbeat_interval,
         power_kw=args.power_kw, speed=args.speed, call_timeout=args.call_timeout,
-        progress_every=args.progress_every, seed=args.seed)
+        progress_every=args.progress_every, seed=args.seed,
+        ca_file=None if args.ca_file is None else str(args.ca_file))
 
 
 def id_tags(base: str, count: int) -> list[str]:
@@ -168,7 +173,9 @@ async def _main(args: argparse.Namespace, options: Options) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise here
     scenarios = args.scenario or ["session"]
     headers = {"Authorization": f"Bearer {args.admin_token}"} if args.admin_token else {}
-    async with httpx.AsyncClient(base_url=args.api_url, headers=headers,
+    verify = True if options.ca_file is None else ssl.create_default_context(
+        cafile=options.ca_file)
+    async with httpx.AsyncClient(base_url=args.api_url, headers=headers, verify=verify,
                                  timeout=30) as client:
         rest = RestApi(client) if args.admin_token else None
         specs = await _stations(args, rest, len(scenarios))

@@ -12,12 +12,15 @@ import os
 import random
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+import trustme
 
+from autimit_csms.db import Database
 from autimit_csms.ocpp16 import CallInProgress, CallReceived, Rejected, SchemaRegistry
 from autimit_csms.server import Server
 from autimit_csms.simulator import (
@@ -30,7 +33,7 @@ from autimit_csms.simulator import (
 )
 from autimit_csms.simulator.charger import StartCharging
 
-from .conftest import ADMIN_TOKEN, ROOT
+from .conftest import ADMIN_TOKEN, ROOT, server_settings
 from .stations.conftest import ocpp_url, provision, rows
 
 FAST = Options(charge_duration=600, meter_interval=60, speed=300, pause=0, call_timeout=5,
@@ -347,3 +350,27 @@ def test_the_charger_answers_commands_like_a_charger() -> None:
     assert (unique_id, text) == ("m1", '[2,"m1","Heartbeat",{}]')
     with pytest.raises(CallInProgress):
         rpc.send_call("Heartbeat", {})
+
+
+async def test_wss_and_https_with_a_private_ca(db: Database, db_url: str, nursery: trio.Nursery,
+                                               tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file, ca_file = (tmp_path / name for name in ("c.pem", "k.pem", "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    server: Server = await nursery.start(Server(server_settings(
+        db_url, tls_cert=str(cert_file), tls_key=str(key_file)), db).run)
+    result = await trio.run_process(
+        [sys.executable, "-m", "autimit_csms", "simulate", "--api-url", server.api_urls[0],
+         "--ocpp-url", f"wss://127.0.0.1:{server.ocpp_port}/ocpp/1.6", "--ca-file", str(ca_file),
+         "--charge-duration", "120", "--speed", "300", "--progress-every", "0"],
+        cwd=ROOT, env={**os.environ, "AUTIMIT_ADMIN_TOKEN": ADMIN_TOKEN},
+        capture_stdout=True, capture_stderr=True, check=False)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    assert server.api_urls[0].startswith("https://") and "result: OK" in out
+    [(count,)] = rows(db_url, "SELECT count(*) FROM charging_sessions WHERE status = 'completed'")
+    assert count == 1
+    server.stop()

@@ -18,6 +18,7 @@ import base64
 import datetime as dt
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -85,6 +86,7 @@ class Options:
     connect_attempts: int = 3
     progress_every: float = 5.0  # real seconds; 0: no progress lines
     seed: int | None = None
+    ca_file: str | None = None  # trusted for wss:// besides the system's CAs
 
 
 @dataclass
@@ -306,7 +308,8 @@ class StationRun:
     async def _connection(self) -> None:
         token = base64.b64encode(f"{self.spec.code}:{self.spec.secret}".encode()).decode()
         async with open_websocket_url(
-                self.spec.url, subprotocols=[SUBPROTOCOL],
+                self.spec.url, self.simulation.ssl_context(self.spec.url),
+                subprotocols=[SUBPROTOCOL],
                 extra_headers=[(b"Authorization", f"Basic {token}".encode())],
                 connect_timeout=self.options.call_timeout, disconnect_timeout=2) as ws:
             if ws.subprotocol != SUBPROTOCOL:
@@ -688,6 +691,15 @@ class Simulation:
         self._done: set[int] = set()
         self._all_done = trio.Event()
         self._stopping = False
+        self._ssl: ssl.SSLContext | None = None
+
+    def ssl_context(self, url: str) -> ssl.SSLContext | None:
+        """One client context for every wss:// station (None for ws://)."""
+        if not url.lower().startswith("wss:"):
+            return None
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=self.options.ca_file)
+        return self._ssl
 
     async def run(self, before_release: Callable[[], Awaitable[None]] | None = None) -> None:
         """Run every station to the end of its scenario; `before_release` runs once all
