@@ -539,8 +539,12 @@ def build_image() -> None:
         assert made.returncode == 0, made.stdout + made.stderr
     command = ["build", "--isolation", "chroot", "--format", "docker",
                "--build-arg", f"BASE_IMAGE={base}", "-t", IMAGE, "-f", "Containerfile"]
-    ca = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
-    if ca and Path(ca).is_file():  # a TLS-intercepting proxy's CA, for pip in the build
+    # This machine's CA bundle for pip in the build (a TLS-intercepting proxy's CA may
+    # be in it); a build secret, stored in no layer.
+    cas = [os.environ.get(name) for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")]
+    ca = next((c for c in [*cas, "/etc/ssl/certs/ca-certificates.crt"] if c and Path(c).is_file()),
+              None)
+    if ca:
         command += ["--secret", f"id=ca-certificates,src={ca}"]
     before = image_id(IMAGE)
     built = subprocess.run(["podman", *command, str(ROOT)], capture_output=True, text=True,
