@@ -315,18 +315,28 @@ def _type(schema: dict[str, Any]) -> str:
     return text
 
 
+def _about(schema: dict[str, Any]) -> str:
+    """The description, then the limits a request is checked against."""
+    limits = [f"{label} {html.escape(json.dumps(schema[key]))}" for key, label in (
+        ("minimum", "min"), ("maximum", "max"), ("minLength", "min length"),
+        ("maxLength", "max length"), ("pattern", "pattern"), ("default", "default"))
+        if key in schema]
+    text = html.escape(schema.get("description", ""))
+    return f"{text} <small>{'; '.join(limits)}</small>" if limits else text
+
+
 def _properties(schema: dict[str, Any]) -> str:
     props = schema.get("properties", {})
+    base = "".join(f"<p>{_type(part)} and:</p>" for part in schema.get("allOf", ()))
     if not props:
         return f"<p><code>{_type(schema)}</code></p>" if "type" in schema else ""
     required = set(schema.get("required", ()))
     rows = "".join(
         f"<tr><td><code>{html.escape(name)}</code></td><td>{_type(prop)}</td>"
-        f"<td>{'yes' if name in required else ''}</td>"
-        f"<td>{html.escape(prop.get('description', ''))}</td></tr>"
+        f"<td>{'yes' if name in required else ''}</td><td>{_about(prop)}</td></tr>"
         for name, prop in props.items())
-    return ("<table><tr><th>member</th><th>type</th><th>required</th><th>about</th></tr>"
-            f"{rows}</table>")
+    return (f"{base}<table><tr><th>member</th><th>type</th><th>required</th><th>about</th>"
+            f"</tr>{rows}</table>")
 
 
 def page_html(doc: dict[str, Any]) -> str:
@@ -360,7 +370,7 @@ def page_html(doc: dict[str, Any]) -> str:
             rows = "".join(
                 f"<tr><td><code>{html.escape(p['name'])}</code></td><td>{p['in']}</td>"
                 f"<td>{_type(p['schema'])}</td><td>{'yes' if p['required'] else ''}</td>"
-                f"<td>{html.escape(p.get('description', ''))}</td></tr>"
+                f"<td>{html.escape(p.get('description', ''))} {_about(p['schema'])}</td></tr>"
                 for p in op["parameters"])
             parts.append("<table><tr><th>parameter</th><th>in</th><th>type</th>"
                          f"<th>required</th><th>about</th></tr>{rows}</table>")
