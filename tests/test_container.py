@@ -593,7 +593,7 @@ def test_image_is_non_root_without_test_tools_and_serves_healthy(pg: LocalPostgr
     root = Path(mounted.stdout.strip())
     try:
         passwd = (root / "etc" / "passwd").read_text()
-        assert re.search(r"(?m)^autimit:x:10001:", passwd), passwd
+        assert re.search(r"(?m)^autimit:x:10001:10001:", passwd), passwd
         assert not found_in(root, {"pytest", "ruff", "mypy", "hypothesis"})
         for folder in ("usr/bin", "usr/local/bin", "opt/venv/bin"):
             for compiler in COMPILERS:
