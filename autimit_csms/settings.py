@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, only: set[str] | None = No
     for name, kind, text in _OPTIONS:
         if only is not None and name not in only:
             continue
-        default: Any = os.environ.get(env_name(name), getattr(defaults, name))
+        # An empty variable is unset (compose files write `AUTIMIT_TLS_CERT=` for "none").
+        default: Any = os.environ.get(env_name(name)) or getattr(defaults, name)
         parser.add_argument(
             "--" + name.replace("_", "-"), dest=name, type=kind,
             default=kind(default) if default is not None else None,
@@ -91,6 +92,9 @@ RETENTION_MODES: Final = ("enforce", "dry-run", "off")
 def from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
     values = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     values.update(overrides)
+    for name in ("database_url", "admin_token", "tls_cert", "tls_key"):
+        if values.get(name) == "":
+            values[name] = None  # `--tls-cert ""` means no TLS, not a file named ""
     settings = Settings(**values)
     if settings.retention not in RETENTION_MODES:
         raise ValueError(f"--retention must be one of {', '.join(RETENTION_MODES)}")
