@@ -310,14 +310,11 @@ class Names(Field):
 
 
 class Json(Field):
-    """Any JSON value (an OCPP payload, a stored document), passed through as is."""
+    """A JSON object (or another `kind`): an OCPP payload, a stored document, as is."""
 
-    def __init__(self, doc: str = "", *, kind: str | None = "object", **options: Any) -> None:
+    def __init__(self, doc: str = "", *, kind: str = "object", **options: Any) -> None:
         super().__init__(doc, **options)
-        self.kind = kind
-
-    def type_schema(self) -> dict[str, Any]:
-        return {} if self.kind is None else {"type": self.kind}
+        self.json_type = kind
 
 
 class Content(Field):
