@@ -101,6 +101,11 @@ async def send_command(station_id: str, action: str) -> Response:
     except OcppError as err:
         field = err.description.split(":", 1)[0] if ":" in err.description else ""
         invalid(field or "payload", err.description.split(": ", 1)[-1])
+    if action == "ChangeConfiguration" and payload["key"].lower() == "authorizationkey":
+        # The station's credential: a command row would keep it in plain text, and an
+        # Accepted change would lock the charger out (only its bcrypt hash is known).
+        invalid("key", "the AuthorizationKey is the station's secret: issue a new one with "
+                       "POST /api/stations/:id/secret and set it on the charger")
     bus: CommandBus = context()["commands"]
     try:
         # An offline station is a 409 whatever text the payload holds (the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +18,7 @@ from .app import (
     fail,
     invalid,
     json_response,
+    principal,
     scoped_account,
 )
 from .locations import ACCOUNT_FILTER, load_location
@@ -41,9 +43,12 @@ from .spec import (
 )
 
 blueprint = Blueprint("stations", __name__)
+log = logging.getLogger(__name__)
 
 STATION_CODE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}"  # as schema.sql checks
 MAX_CONNECTORS = 64
+MAX_TRACE_MINUTES = 24 * 60
+DEFAULT_TRACE_MINUTES = 60
 CONNECTOR_STATUSES = ("available", "occupied", "charging", "suspended", "faulted",
                       "unavailable", "reserved", "unknown")
 
@@ -78,6 +83,9 @@ RUNTIME = Obj("StationRuntime", {
     "lastSeenAt": Timestamp(null=True),
     "updatedAt": Timestamp(source="runtime_updated_at")},
     "What the CSMS last saw of the charger (current state, ADR 0002).")
+TRACE_UNTIL = Timestamp("While set, every OCPP frame of this station is logged at INFO "
+                        "(id tags and keys redacted) by the process holding its connection.",
+                        null=True, source="ocpp_trace_until")
 STATION = Obj("Station", {
     "id": Uuid(), "accountId": Uuid(), "locationId": Uuid(), "stationCode": Text(),
     "ocppConnectionUrl": OCPP_URL,
@@ -85,6 +93,7 @@ STATION = Obj("Station", {
     "connectorCount": Integer(), "isActive": Boolean(),
     "ocppRelaxedValidation": Boolean("Out-of-enum values stored with a warning, not refused.",
                                      source="ocpp_relaxed"),
+    "ocppTraceUntil": TRACE_UNTIL,
     "createdAt": Timestamp(), "updatedAt": Timestamp(),
     "runtime": RUNTIME,
     "connectors": List(CONNECTOR, source="connector_list")},
@@ -215,3 +224,35 @@ async def rotate_secret(station_id: str) -> Response:
     await database().fetch_one(SQL.set_station_secret, {
         "id": row["id"], "secret_hash": await hash_secret(secret)})
     return json_response(PROVISIONING.shape({**row, "station_secret": secret}), 201)
+
+
+TRACE = Obj("TraceRequest", {
+    "minutes": Integer("How long to trace [default 60].", low=1, high=MAX_TRACE_MINUTES)},
+    "Switch on the frame trace of one station.")
+TRACE_STATE = Obj("StationTrace", {"stationId": Uuid(source="id"),
+                                   "ocppTraceUntil": TRACE_UNTIL})
+
+
+@blueprint.put("/api/stations/<station_id>/trace")
+@operation("Trace this station's OCPP frames", body=TRACE, body_optional=True,
+           responses={200: TRACE_STATE},
+           description="For debugging one charger: its frames, both directions, at INFO in "
+                       "the log of the process holding its connection, within a few seconds, "
+                       "until the time given or DELETE. Id tags and keys stay redacted.")
+async def start_trace(station_id: str) -> Response:
+    row = await load_station(parse_uuid("id", station_id))
+    minutes = (await body()).get("minutes") or DEFAULT_TRACE_MINUTES
+    traced = await database().fetch_one(SQL.set_station_trace, {"id": row["id"],
+                                                                "minutes": minutes})
+    log.info("%s: frame trace on for %d min, asked by %s", row["station_code"], minutes,
+             principal().name)
+    return json_response(TRACE_STATE.shape(traced))
+
+
+@blueprint.delete("/api/stations/<station_id>/trace")
+@operation("Stop tracing this station's OCPP frames", responses={200: TRACE_STATE})
+async def stop_trace(station_id: str) -> Response:
+    row = await load_station(parse_uuid("id", station_id))
+    traced = await database().fetch_one(SQL.set_station_trace, {"id": row["id"], "minutes": 0})
+    log.info("%s: frame trace off, asked by %s", row["station_code"], principal().name)
+    return json_response(TRACE_STATE.shape(traced))

@@ -79,6 +79,7 @@ SELECT id, station_code FROM station;
 -- one by id, or a page filtered by account, location and code (any letter case).
 SELECT s.id, s.account_id, s.location_id, s.station_code, s.serial_number, s.manufacturer,
        s.model, s.connectors AS connector_count, s.is_active, s.ocpp_relaxed,
+       CASE WHEN s.ocpp_trace_until > now() THEN s.ocpp_trace_until END AS ocpp_trace_until,
        s.created_at, s.updated_at,
        r.status, r.registration_status, r.last_heartbeat_at, r.booted_at,
        r.firmware_version, r.last_error_code, r.connected_at, r.disconnected_at,
@@ -127,6 +128,14 @@ SET is_active = COALESCE(%(is_active)s, is_active),
     updated_at = now()
 WHERE id = %(id)s
 RETURNING id;
+
+-- name: set_station_trace
+-- An operator's frame trace of one station: on for %(minutes)s minutes, or off (NULL).
+-- The process holding the connection picks it up within one sweep (stations/commands.py).
+UPDATE stations
+SET ocpp_trace_until = now() + make_interval(mins => %(minutes)s::integer)
+WHERE id = %(id)s
+RETURNING id, CASE WHEN ocpp_trace_until > now() THEN ocpp_trace_until END AS ocpp_trace_until;
 
 -- name: set_station_secret
 UPDATE stations SET station_secret_hash = %(secret_hash)s, updated_at = now()

@@ -32,7 +32,7 @@ from ..db import SQL, Database, DatabaseError, DatabaseUnavailable, Row, as_json
 from ..db.writer import GroupCommitWriter
 from ..handlers.context import now
 from ..metrics import LATENCY_SECONDS, Distribution
-from ..ocpp16 import ErrorReceived, OcppError
+from ..ocpp16 import REDACTED, ErrorReceived, OcppError
 from .session import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,8 @@ class CommandBus:
         if isinstance(answer, ErrorReceived):
             return _failed("call_error", answer.error.error_code, answer.error.description,
                            answer.error.details or None), None
-        outcome = {"status": "answered", "response": as_json(answer.result.payload),
+        outcome = {"status": "answered",
+                   "response": as_json(without_credentials(answer.result.payload)),
                    "error_code": None, "error_description": None}
         if answer.error is not None:  # the charger answered outside its schema
             outcome["error_code"] = answer.error.code
@@ -382,7 +383,7 @@ def effects(command: Row, answer: dict[str, Any] | None) -> list[tuple[str, dict
             "connector_number": p.get("connectorId"),
             "purpose": p.get("chargingProfilePurpose"), "stack_level": p.get("stackLevel")})]
     if action == "GetConfiguration":
-        keys = answer.get("configurationKey", [])
+        keys = without_credentials(answer).get("configurationKey", [])
         return [(SQL.record_configuration, {
             "station_id": station_id, "source": "GetConfiguration",
             "keys": [k["key"] for k in keys], "values": [k.get("value") for k in keys],
@@ -404,3 +405,18 @@ def storable(value: Any) -> Any:
     if isinstance(value, list):
         return [storable(v) for v in value]
     return value
+
+
+CREDENTIAL_KEYS: Final = frozenset({"authorizationkey"})  # OCPP 1.6 security whitepaper
+
+
+def without_credentials(answer: dict[str, Any]) -> dict[str, Any]:
+    """A GetConfiguration answer with the value of the station's credential removed:
+    the key is write-only (errata §3.10), but some firmware reports it anyway, and
+    it must not be stored or shown."""
+    keys = answer.get("configurationKey")
+    if not isinstance(keys, list):
+        return answer
+    return {**answer, "configurationKey": [
+        {**key, "value": REDACTED} if isinstance(key, dict) and "value" in key
+        and str(key.get("key", "")).lower() in CREDENTIAL_KEYS else key for key in keys]}

@@ -17,7 +17,7 @@ from autimit_csms.db import Database
 from autimit_csms.server import Server
 
 from ..conftest import ADMIN_TOKEN, server_settings
-from .conftest import Provisioned, boot, connect
+from .conftest import Provisioned, boot, connect, rows
 
 SOON = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 PROFILE = {"chargingProfileId": 7, "stackLevel": 1, "chargingProfilePurpose": "TxDefaultProfile",
@@ -375,3 +375,28 @@ async def test_unstorable_text_in_a_command(
             nursery.cancel_scope.cancel()
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM station_commands").fetchone() == (1,)
+
+
+async def test_the_authorization_key_is_never_stored_or_shown(
+        api: httpx.AsyncClient, station: Provisioned, charger: Charger, db_url: str) -> None:
+    base = f"/api/stations/{station.id}"
+    for key in ("AuthorizationKey", "authorizationkey"):
+        r = await api.post(f"{base}/commands/ChangeConfiguration",
+                           json={"key": key, "value": "NewSecret0123456789abcd"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "key", r.text
+    assert not charger.received  # nothing reached the charger
+    # firmware that reports the write-only key anyway: its value is not kept
+    charger.answer = lambda action, _: {"configurationKey": [
+        {"key": "AuthorizationKey", "readonly": False, "value": "ChargerKnowsThis0123"},
+        {"key": "HeartbeatInterval", "readonly": False, "value": "300"}]}
+    r = await api.post(f"{base}/commands/GetConfiguration", json={})
+    assert r.status_code == 200, r.text
+    assert "ChargerKnowsThis0123" not in r.text
+    config = {c["key"]: c["value"]
+              for c in (await api.get(f"{base}/configuration")).json()["items"]}
+    assert config == {"AuthorizationKey": "<redacted>", "HeartbeatInterval": "300"}
+    stored = rows(db_url, "SELECT payload::text || coalesce(response::text, '') "
+                          "FROM station_commands UNION ALL "
+                          "SELECT coalesce(value, '') FROM station_configuration")
+    assert not any("NewSecret0123456789abcd" in text or "ChargerKnowsThis0123" in text
+                   for (text,) in stored), stored
