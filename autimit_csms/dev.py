@@ -77,7 +77,9 @@ Autimit CSMS dev server
   OCPP endpoint   {settings.public_ocpp_url}/{code}   (subprotocol ocpp1.6, HTTP Basic Auth)
   station code    {code}
   station secret  {demo['secret']}   (shown once; a new one is issued at each `dev` start)
+  API docs        http://{api_host}:{api_port}/api/docs
   try             curl -H 'Authorization: Bearer {settings.admin_token}' http://{api_host}:{api_port}/api/stations
+  simulate        scripts/run cli simulate --admin-token {settings.admin_token} --api-url http://{api_host}:{api_port} --speed 60
 Ctrl-C stops the server and its database.
 """, flush=True)
     await serve(settings)
