@@ -79,7 +79,8 @@ Autimit CSMS dev server
   station secret  {demo['secret']}   (shown once; a new one is issued at each `dev` start)
   API docs        http://{api_host}:{api_port}/api/docs
   try             curl -H 'Authorization: Bearer {settings.admin_token}' http://{api_host}:{api_port}/api/stations
-  simulate        scripts/run cli simulate --admin-token {settings.admin_token} --api-url http://{api_host}:{api_port} --speed 60
+  simulate        scripts/run cli simulate --speed 60 --api-url http://{api_host}:{api_port} \\
+                      --admin-token {settings.admin_token}
 Ctrl-C stops the server and its database.
 """, flush=True)
     await serve(settings)
