@@ -29,7 +29,7 @@ PASS_INTERVAL: Final = 3600.0
 BATCH_SIZE: Final = 5000
 BATCH_PAUSE: Final = 0.05  # s between batches: the writer's transactions go first
 LOCK_TIMEOUT: Final = "2s"
-MODES: Final = ("enforce", "dry-run")
+MODES: Final = ("enforce", "dry-run", "off")  # off: only say, once, what the database lacks
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,9 @@ class Retention:
         if not self._announced:
             self._announced = True
             message = f"retention ({self.mode}): {backend.describe()}"
+            if self.mode == "off":
+                message += ("; ADR 0002's retention periods are not applied by this process "
+                            "(--retention enforce or dry-run)")
             if backend.timescaledb is None or backend.license != "timescale":
                 log.warning(message)
             else:
@@ -232,7 +235,8 @@ def _iso(moment: datetime) -> str:
 async def run(db: Database, mode: str, shutdown: trio.Event, *,
               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """The housekeeping task: passes until `shutdown` is set, then returns (between
-    batches at the latest). A failed pass is logged and retried at the next one."""
+    batches at the latest). A failed pass is logged and retried at the next one.
+    With mode "off" it only says at start-up what the database lacks, and returns."""
     retention = Retention(db, mode)
     try:
         await retention.inspect()
@@ -240,6 +244,8 @@ async def run(db: Database, mode: str, shutdown: trio.Event, *,
         log.warning("retention: database not reachable at start-up (%s); the first pass "
                     "will try again", exc)
     task_status.started()
+    if mode == "off":
+        return
     delay = FIRST_PASS_AFTER
     while True:
         with trio.move_on_after(delay):

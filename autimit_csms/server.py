@@ -97,8 +97,8 @@ class Server:
                     front.start_soon(stop_api)
                     log.info("REST API on %s", ", ".join(self.api_urls))
                     self.ocpp_port = await front.start(self.ocpp.serve, shutdown)
-                    if settings.retention != "off":
-                        await front.start(retention.run, self.db, settings.retention, shutdown)
+                    # also when off: it says once where compression is unavailable
+                    await front.start(retention.run, self.db, settings.retention, shutdown)
                     task_status.started(self)
                     await self._stop.wait()
                     log.info("shutting down: %.0f s grace for open connections",

@@ -369,3 +369,19 @@ async def test_run_in_a_real_server_and_stop_at_shutdown(
     assert any(m.startswith("retention pass (enforce) over 5 table(s)") for m in messages)
     for table in KEEP:
         assert len(await ages_in_days(db, table)) == 4, table
+
+
+async def test_a_server_with_retention_off_says_once_what_the_database_lacks(
+        db: Database, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    station = await new_station(db)
+    await fill(db, station)
+    before = {table: await ages_in_days(db, table) for table in KEEP}
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(Server(server_settings(db_url), db).run)
+        server.stop()
+    said = [r.getMessage() for r in caplog.records
+            if r.name == "autimit_csms.retention" and r.levelno == logging.WARNING]
+    assert len(said) == 1, said
+    assert said[0].startswith("retention (off): plain PostgreSQL") and (
+        "compression is unavailable" in said[0] and "--retention enforce" in said[0])
+    assert {table: await ages_in_days(db, table) for table in KEEP} == before  # nothing removed
