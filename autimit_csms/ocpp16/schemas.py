@@ -3,10 +3,18 @@
 Owns the action tables, the compiled OCA JSON schemas (`ocpp_schemas/`, loaded once, with the
 errata corrections applied in memory) and the jsonschema-keyword -> CALLERROR code mapping.
 It must not edit the schema files, hold per-connection state or do I/O after construction.
+
+Two validators per schema: jsonschema_rs (compiled, ~150x faster here) answers "valid?"
+for every payload; only a payload it refuses goes to jsonschema, the reference, which
+decides and classifies the violation (the CALLERROR code and description). The fast one
+is given the same schema made stricter where ours is (32-bit integers), so it never
+accepts what the reference refuses; where it refuses more (e.g. "uri" formats, text Rust
+cannot take), the reference has the last word.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+import jsonschema_rs
 from jsonschema import Draft4Validator, Draft6Validator, FormatChecker, TypeChecker
 from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.protocols import Validator
@@ -202,6 +211,31 @@ def _compile(path: Path) -> Validator:
     return cls(schema, format_checker=_FORMAT_CHECKER)
 
 
+def _with_int32_bounds(node: Any) -> Any:
+    """A copy of `node` where every integer is bounded to 32 bits, as _is_strict_integer
+    is; the fast validator has no custom types."""
+    if isinstance(node, dict):
+        bounded = {key: _with_int32_bounds(value) for key, value in node.items()}
+        types = node.get("type")
+        if types == "integer" or (isinstance(types, list) and "integer" in types):
+            bounded["minimum"] = max(node.get("minimum", INT32.start), INT32.start)
+            bounded["maximum"] = min(node.get("maximum", INT32.stop - 1), INT32.stop - 1)
+        return bounded
+    if isinstance(node, list):
+        return [_with_int32_bounds(item) for item in node]
+    return node
+
+
+FastCheck = Callable[[Any], bool]
+
+
+def _compile_fast(schema: Mapping[str, Any]) -> FastCheck:
+    validator = jsonschema_rs.validator_for(
+        _with_int32_bounds(copy.deepcopy(dict(schema))),
+        formats={"date-time": _is_date_time}, validate_formats=True)
+    return validator.is_valid
+
+
 def _json_type(instance: object) -> str:
     if isinstance(instance, bool):
         return "boolean"
@@ -260,7 +294,7 @@ def _violates(error: ValidationError) -> str:
 class SchemaRegistry:
     """Compiled validators for every action in `KNOWN_ACTIONS`, both directions; immutable."""
 
-    __slots__ = ("_validators",)
+    __slots__ = ("_fast", "_validators")
 
     def __init__(self, schema_dir: Path | str | None = None) -> None:
         directory = DEFAULT_SCHEMA_DIR if schema_dir is None else Path(schema_dir)
@@ -276,6 +310,9 @@ class SchemaRegistry:
         if missing:
             raise FileNotFoundError(f"OCPP schemas missing in {directory}: {', '.join(missing)}")
         self._validators: Mapping[tuple[str, Direction], Validator] = MappingProxyType(validators)
+        self._fast: Mapping[tuple[str, Direction], FastCheck] = MappingProxyType(
+            {key: _compile_fast(v.schema) for key, v in validators.items()
+             if isinstance(v.schema, Mapping)})
 
     def is_known(self, action: str) -> bool:
         return action in KNOWN_ACTIONS
@@ -307,6 +344,11 @@ class SchemaRegistry:
         validator = self._validators.get((action, direction))
         if validator is None:
             raise OcppError(ErrorCode.NotImplemented, f"unknown action {action[:50]!r}")
+        try:
+            if self._fast[action, direction](payload):
+                return []
+        except (ValueError, TypeError, OverflowError):  # a value Rust cannot take: see below
+            pass
         warnings: list[str] = []
         errors: Iterable[ValidationError] = validator.iter_errors(payload)
         if relaxed:
