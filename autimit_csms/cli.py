@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .server import serve
 
-            trio.run(serve, settings_mod.from_args(args))
+            settings = settings_mod.from_args(args)
+            if settings.workers > 1:
+                from .workers import supervise
+
+                return supervise(settings, args.log_level, args.log_format)
+            trio.run(serve, settings)
         elif args.command == "db":
             from .db import schema
 

@@ -82,6 +82,7 @@ class Server:
                         with api:
                             await serve_api(app, settings.api_listen, certfile=settings.tls_cert,
                                             keyfile=settings.tls_key, shutdown=shutdown,
+                                            reuse_port=settings.reuse_port,
                                             task_status=task_status)
 
                     async def stop_api() -> None:

@@ -29,6 +29,8 @@ class Settings:
     command_timeout: float = 30          # seconds a command waits for the charger's answer
     node_silence: float = 10             # a process silent this long holds no station (offline)
     retention: str = "off"               # ADR 0002 retention by housekeeping: enforce|dry-run|off
+    workers: int = 1                     # processes on the same ports (SO_REUSEPORT)
+    reuse_port: bool = False             # set for each of them by workers.py, not a flag
     # Limits (docs/ocpp.md "Limits and floods"); 0 disables each.
     max_connections: int = 20000         # open OCPP connections per process (mind `ulimit -n`)
     max_connections_per_source: int = 2000  # per IPv4 address / IPv6 /64: chargers behind NAT
@@ -61,6 +63,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("auth_failures_per_source", int, "failed handshakes a minute per source before throttling"),
     ("auth_failures_per_station", int, "failed handshakes a minute per station code before "
                                        "throttling"),
+    ("workers", int, "processes serving the same ports (SO_REUSEPORT), each a full node"),
     ("retention", str, "enforce ADR 0002's retention without TimescaleDB policies: "
                        "enforce, dry-run (report only) or off"),
     ("max_calls_per_second", float, "frames a second one connection may send (then reading waits)"),
@@ -96,6 +99,8 @@ def from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
         if values.get(name) == "":
             values[name] = None  # `--tls-cert ""` means no TLS, not a file named ""
     settings = Settings(**values)
+    if settings.workers < 1:
+        raise ValueError("--workers must be at least 1")
     if settings.retention not in RETENTION_MODES:
         raise ValueError(f"--retention must be one of {', '.join(RETENTION_MODES)}")
     return settings

@@ -26,11 +26,12 @@ TOKEN = "logs-token-0123456789"
 
 
 @contextmanager
-def serve(pg: LocalPostgres, *args: str, env: dict[str, str] | None = None
+def serve(pg: LocalPostgres, *args: str, env: dict[str, str] | None = None,
+          url: str | None = None, pids: list[int] | None = None
           ) -> Iterator[tuple[str, int, list[str]]]:
-    """`autimit-csms ARGS` on a fresh database: (API base URL, OCPP port, output lines
-    once it stopped -- filled in after the block)."""
-    url = pg.url(new_database(pg))
+    """`autimit-csms ARGS` on a fresh database (or `url`): (API base URL, OCPP port,
+    output lines once it stopped -- filled in after the block); `pids` gets its pid."""
+    url = url or pg.url(new_database(pg))
     subprocess.run([*CLI, "db", "apply", "--database-url", url], check=True,
                    capture_output=True)
     api_port, ocpp_port = free_port(), free_port()
@@ -40,6 +41,8 @@ def serve(pg: LocalPostgres, *args: str, env: dict[str, str] | None = None
     proc = subprocess.Popen([*CLI, *args], env=environment, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
+    if pids is not None:
+        pids.append(proc.pid)
     base = f"http://127.0.0.1:{api_port}"
     try:
         deadline = time.monotonic() + 30

@@ -32,6 +32,7 @@ from ..db.writer import GroupCommitWriter
 from ..handlers import StationContext
 from ..ocpp16 import OcppProtocol, SchemaRegistry
 from ..settings import Settings, split_listen
+from ..workers import shared_socket
 from .limits import Admission, Pace, Standing, source_key
 from .session import SessionRegistry, StationSession
 
@@ -86,7 +87,11 @@ class OcppService:
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until `shutdown`; then stop accepting, close sessions, wait for them."""
         host, port = split_listen(self.settings.ocpp_listen)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        if self.settings.reuse_port:  # one of several worker processes (workers.py)
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(
+                shared_socket(self.settings.ocpp_listen)))]
+        else:
+            listeners = await trio.open_tcp_listeners(port, host=host)
         context = self.ssl_context()
         async with trio.open_nursery() as connections:
             background = trio.CancelScope()
