@@ -94,7 +94,13 @@ class WebSocket:
 
     @classmethod
     async def connect(cls, port: int, path: str, authorization: str) -> WebSocket:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        sock = trio.socket.socket()
+        try:
+            await sock.connect(("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        stream = trio.SocketStream(sock)
         try:
             key = base64.b64encode(os.urandom(16))
             await stream.send_all(
@@ -238,18 +244,22 @@ class Generator:
         auth = "Basic " + base64.b64encode(f"{charger.code}:{charger.secret}".encode()).decode()
         async with self.limit:
             t0 = time.perf_counter()
+            phase, ws = "handshake", None
             try:
                 with trio.fail_after(self.job["connect_timeout"]):
                     ws = await WebSocket.connect(self.job["port"], f"/ocpp/1.6/{charger.code}",
                                                  auth)
                     handshake = (time.perf_counter() - t0) * 1000
                     if boot:
+                        phase = "BootNotification"
                         await ws.send(BOOT)
                         answer = await ws.receive()
                         if not answer.startswith("[3,"):
-                            raise CallFailed(f"BootNotification answered {answer[:200]}")
+                            raise CallFailed(f"answered {answer[:200]}")
             except Exception as exc:  # noqa: BLE001 - counted and reported, never fatal
-                self.failures[failure_name(exc)] += 1
+                self.failures[f"{phase}: {failure_name(exc)}"] += 1
+                if ws is not None:
+                    await trio.aclose_forcefully(ws.stream)
                 return None
         charger.ws = ws
         return handshake

@@ -83,6 +83,7 @@ OURS_ENV = {
     "AUTIMIT_SHUTDOWN_GRACE": "2",
 }
 STATIONS_PER_GENERATOR = 5000  # idle/storm: more generator processes beyond this
+FD_MARGIN = 100  # a server's own files: listeners, database connections, logs, epoll
 
 
 class RunFailed(Exception):
@@ -819,7 +820,14 @@ def main(argv: list[str]) -> int:
                 args.idle_stations if "idle" in args.scenarios else 0,
                 args.storm_stations + args.storm_watchers if "storm" in args.scenarios else 0,
                 *args.scale_counts])
-    raise_nofile(max(need, 1000) * 2 + 1000)
+    limit = raise_nofile(need + 1000)
+    most = max(args.idle_stations if "idle" in args.scenarios else 0,
+               args.storm_stations + args.storm_watchers if "storm" in args.scenarios else 0)
+    if most + FD_MARGIN > limit:
+        log(f"a server process may open {limit:,} files here (hard RLIMIT_NOFILE; raise it with "
+            f"`ulimit -Hn` or LimitNOFILE as root): at most {limit - FD_MARGIN:,} stations "
+            f"connected at once, not {most:,}")
+        return 2
     head = header(ctx, [sys.executable.replace(str(ROOT) + "/", ""), *argv])
     print(head + "\n", flush=True)
     tables: list[Callable[[bool], str]] = []  # each renders plain or Markdown
