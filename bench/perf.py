@@ -247,6 +247,12 @@ class Server:
         stop_process(self.proc)
         if self.proc in self.ctx.live:
             self.ctx.live.remove(self.proc)
+        text = tail(self.log, 10_000_000)
+        problems = sum(1 for line in text.splitlines()
+                       if "ERROR" in line or "Traceback" in line or "CRITICAL" in line)
+        if problems:
+            log(f"  note: {problems} ERROR/Traceback lines in the {self.side} server's log "
+                f"({self.log}{'' if self.ctx.args.keep else ', removed at exit; --keep'})")
 
 
 def stop_process(proc: subprocess.Popen[Any], grace: float = 20) -> None:
@@ -575,6 +581,7 @@ ROWS: dict[str, list[tuple[str, str, str]]] = {
         ("server_cpu_pct", "server CPU (% of one core)", ".1f"),
         ("connect_s", "connect + boot all, 500 in flight per generator (s)", ".1f"),
         ("generator_cpu", "load generator CPU (% of a core, busiest process)", ".0f"),
+        ("generator_cores_busy", "generator CPUs busy (%, all processes)", ".0f"),
     ],
     "storm": [
         ("all_admitted_s", "all admitted after (s)", ".2f"),
@@ -585,8 +592,13 @@ ROWS: dict[str, list[tuple[str, str, str]]] = {
         ("watch_n", "heartbeats measured meanwhile", ",.0f"),
         ("server_cpu_s", "server CPU during the storm (s)", ".2f"),
         ("generator_cpu", "load generator CPU (% of a core, busiest process)", ".0f"),
+        ("generator_cores_busy", "generator CPUs busy (%, all processes)", ".0f"),
     ],
 }
+
+
+# counts and the generator's own load: shown for both sides, no ratio
+NO_RATIO = {"stored", "heartbeats", "watch_n", "generator_cpu", "generator_cores_busy"}
 
 
 def median(values: list[Any]) -> Any:
@@ -631,7 +643,8 @@ def side_by_side(scenario: str, title: str, results: dict[str, list[dict[str, An
             continue
         ours, ref = values["ours"], values["reference"]
         ratio = "—"
-        if isinstance(ours, int | float) and isinstance(ref, int | float) and ref:
+        numbers = isinstance(ours, int | float) and isinstance(ref, int | float)
+        if key not in NO_RATIO and numbers and ref:
             ratio = f"{ours / ref:.2f}"
         rows.append([label, fmt(ours, spec), fmt(ref, spec), ratio])
     done = {side: len(results[side]) for side in SIDES}
@@ -643,17 +656,20 @@ def scale_table(results: dict[int, list[dict[str, Any]]], markdown: bool) -> str
     rows, base = [], None
     for count, runs in results.items():
         if not runs:
-            rows.append([f"{count:,}", "failed", "", "", "", ""])
+            rows.append([f"{count:,}", "failed", "", "", "", "", "", ""])
             continue
         cpu = median([r["server_cpu_us"] for r in runs])
         base = base or cpu
         rows.append([f"{count:,}", fmt(median([r["msg_per_s"] for r in runs]), ",.0f"),
                      fmt(cpu, ",.0f"), f"{cpu / base:.2f}",
                      fmt(median([r["p50"] for r in runs]), ".1f"),
-                     fmt(median([r["p99"] for r in runs]), ".1f")])
-    return render("scale — ours, meter at several station counts (medians)",
+                     fmt(median([r["p99"] for r in runs]), ".1f"),
+                     fmt(median([r["server_cpu_pct"] for r in runs]), ".0f"),
+                     fmt(median([r["generator_cpu"] for r in runs]), ".0f")])
+    return render("scale — ours, meter at several station counts, every station sending; "
+                  "medians (rows stored == acknowledged samples in every run)",
                   ["stations", "MeterValues/s", "server CPU per msg (µs)", "vs first",
-                   "p50 (ms)", "p99 (ms)"], rows, markdown)
+                   "p50 (ms)", "p99 (ms)", "server CPU %", "generator CPU %"], rows, markdown)
 
 
 # ---------------------------------------------------------------- set-up
@@ -756,6 +772,10 @@ def header(ctx: Context, argv: list[str]) -> str:
     ])
 
 
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -800,6 +820,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="no CPU pinning at all")
     p.add_argument("--log-level", default="WARNING", help="of both servers [WARNING]")
     p.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    p.add_argument("--keep", action="store_true", help="keep the server and generator logs")
     args = p.parse_args(argv)
     args.scenarios = [s for s in args.scenario.split(",") if s]
     args.side_list = [s for s in SIDES if s in args.sides.split(",")]
@@ -813,21 +834,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse(argv[1:])
     server_cpus, generator_cpus, pg_cpus = layout(args)
-    work = Path(tempfile.mkdtemp(prefix="autimit-perf-"))
-    ctx = Context(args, work, server_cpus, generator_cpus, pg_cpus)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     need = max([args.stations if {"meter", "heartbeat"} & set(args.scenarios) else 0,
                 args.idle_stations if "idle" in args.scenarios else 0,
                 args.storm_stations + args.storm_watchers if "storm" in args.scenarios else 0,
                 *args.scale_counts])
     limit = raise_nofile(need + 1000)
     most = max(args.idle_stations if "idle" in args.scenarios else 0,
-               args.storm_stations + args.storm_watchers if "storm" in args.scenarios else 0)
+               args.storm_stations + args.storm_watchers if "storm" in args.scenarios else 0,
+               *args.scale_counts)
     if most + FD_MARGIN > limit:
         log(f"a server process may open {limit:,} files here (hard RLIMIT_NOFILE; raise it with "
             f"`ulimit -Hn` or LimitNOFILE as root): at most {limit - FD_MARGIN:,} stations "
             f"connected at once, not {most:,}")
         return 2
+    work = Path(tempfile.mkdtemp(prefix="autimit-perf-"))
+    ctx = Context(args, work, server_cpus, generator_cpus, pg_cpus)
+    signal.signal(signal.SIGTERM, interrupt)
     head = header(ctx, [sys.executable.replace(str(ROOT) + "/", ""), *argv])
     print(head + "\n", flush=True)
     tables: list[Callable[[bool], str]] = []  # each renders plain or Markdown
@@ -893,8 +915,9 @@ def main(argv: list[str]) -> int:
             tables.append(lambda md: scale_table(scale, md))
             print(tables[-1](False) + "\n", flush=True)
         if args.markdown:
-            print("\n\n".join(["Markdown:", *(render(True) for render in tables)]) + "\n",
-                  flush=True)
+            lines = "\n".join(f"- {line}" for line in head.splitlines())
+            print("\n\n".join(["Markdown:", lines, *(render(True) for render in tables)])
+                  + "\n", flush=True)
     except KeyboardInterrupt:
         log("interrupted")
         failed.append("interrupted")
@@ -903,7 +926,10 @@ def main(argv: list[str]) -> int:
             stop_process(proc, grace=10)
         if ctx.cluster is not None:
             ctx.cluster.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            log(f"server and generator logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     if failed:
         print("FAILED runs:\n  " + "\n  ".join(failed), flush=True)
         return 1
