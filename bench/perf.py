@@ -83,6 +83,7 @@ OURS_ENV = {
     "AUTIMIT_SHUTDOWN_GRACE": "2",
 }
 STATIONS_PER_GENERATOR = 5000  # idle/storm: more generator processes beyond this
+GENERATOR_LIMIT, CORES_LIMIT = 80, 95  # % above which a table warns of its load generator
 FD_MARGIN = 100  # a server's own files: listeners, database connections, logs, epoll
 
 
@@ -176,6 +177,7 @@ class Context:
     postmaster: int = 0
     last_ts: float = 0.0
     live: list[subprocess.Popen[Any]] = field(default_factory=list)
+    tree: Path = Path()  # the copy of the server's code that every run of ours uses
 
     def generators_for(self, count: int, scenario: str) -> int:
         n = self.args.generators or max(1, len(self.generator_cpus or [0]))
@@ -209,7 +211,8 @@ class Server:
         else:
             assert ctx.cluster is not None
             command = [str(SERVE), "--log-level", level, "serve"]
-            env.update({"AUTIMIT_DATABASE_URL": ctx.cluster.url,
+            env.update({"PYTHONPATH": str(ctx.tree),  # the snapshot wins over the checkout
+                        "AUTIMIT_DATABASE_URL": ctx.cluster.url,
                         "AUTIMIT_ADMIN_TOKEN": "perf-admin-token-0123456789",
                         "AUTIMIT_OCPP_LISTEN": f"127.0.0.1:{self.port}",
                         "AUTIMIT_API_LISTEN": f"127.0.0.1:{free_port()}",
@@ -221,6 +224,13 @@ class Server:
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         ctx.live.append(self.proc)
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self) -> None:
         deadline = time.time() + 60
         while True:
             self.check()
@@ -229,7 +239,7 @@ class Server:
                 break
             except OSError:
                 if time.time() > deadline:
-                    raise RunFailed(f"{side} server not listening after 60 s") from None
+                    raise RunFailed(f"{self.side} server not listening after 60 s") from None
                 time.sleep(0.05)
         time.sleep(1.0)  # let start-up work (pool, first sweeps) settle
         self.check()
@@ -334,13 +344,18 @@ class Generators:
             proc.stdin.write(line)
             proc.stdin.flush()
 
-    def close(self) -> None:
+    def __enter__(self) -> Generators:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        """After `done` they close their connections and exit; after a failure, at once."""
         for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if kind is None:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    pass
+            stop_process(proc, grace=5)
             if proc in self.ctx.live:
                 self.ctx.live.remove(proc)
 
@@ -394,12 +409,11 @@ def run_steady(ctx: Context, side: str, scenario: str, count: int) -> dict[str, 
     stations = ctx.stations[:count]
     server = Server(ctx, side)
     try:
-        gens = Generators(ctx, server, scenario,
-                          split(stations, ctx.generators_for(count, scenario)))
-        try:
+        with Generators(ctx, server, scenario,
+                        split(stations, ctx.generators_for(count, scenario))) as gens:
             require_connected(gens.collect("ready", 600), count)
             start = time.time() + 1.0
-            ts_base = float(math.ceil(max(start, ctx.last_ts + 1)))  # whole ms
+            ts_base = float(math.ceil(max(start, ctx.last_ts + 1)))  # samples are sent to the ms
             frm = start + args.warmup
             to = frm + args.seconds
             gens.send({"cmd": "go", "start": start, "from": frm, "to": to, "end": to,
@@ -409,8 +423,6 @@ def run_steady(ctx: Context, side: str, scenario: str, count: int) -> dict[str, 
             sleep_until(to)
             s1 = ctx.snapshot(server)
             done = gens.collect("done", 120)
-        finally:
-            gens.close()
         server.check()
     finally:
         server.stop()
@@ -449,7 +461,7 @@ def run_steady(ctx: Context, side: str, scenario: str, count: int) -> dict[str, 
                 "AND h.occurred_at >= to_timestamp(%s) AND h.occurred_at < to_timestamp(%s)",
                 codes, start - 0.5, time.time() + 1)
             expected = acked
-        figures["stored"] = f"{rows} / {expected}"
+        figures["stored"] = (rows, expected)
         if rows != expected:
             raise RunFailed(f"ours: {rows} rows stored for {expected} acknowledged "
                             f"({scenario})")
@@ -464,10 +476,8 @@ def run_idle(ctx: Context, side: str) -> dict[str, Any]:
     try:
         rss0 = proc_rss_kib(server.pid)
         t0 = time.time()
-        gens = Generators(ctx, server, "idle",
-                          split(stations, ctx.generators_for(count, "idle")),
-                          interval=args.idle_interval)
-        try:
+        with Generators(ctx, server, "idle", split(stations, ctx.generators_for(count, "idle")),
+                        interval=args.idle_interval) as gens:
             require_connected(gens.collect("ready", 1800), count)
             connect_s = time.time() - t0
             time.sleep(2)
@@ -482,8 +492,6 @@ def run_idle(ctx: Context, side: str) -> dict[str, Any]:
             s1 = ctx.snapshot(server)
             rss_end = proc_rss_kib(server.pid)
             done = gens.collect("done", args.idle_interval + 120)
-        finally:
-            gens.close()
         server.check()
     finally:
         server.stop()
@@ -508,10 +516,9 @@ def run_storm(ctx: Context, side: str) -> dict[str, Any]:
     watchers = ctx.stations[count:count + nwatch]
     server = Server(ctx, side)  # a fresh process: empty caches
     try:
-        gens = Generators(ctx, server, "storm",
-                          split(stations, ctx.generators_for(count, "storm")),
-                          watchers=watchers, interval=args.storm_heartbeat)
-        try:
+        with Generators(ctx, server, "storm",
+                        split(stations, ctx.generators_for(count, "storm")),
+                        watchers=watchers, interval=args.storm_heartbeat) as gens:
             require_connected(gens.collect("ready", 120), nwatch)
             start = time.time() + 1.0
             gens.send({"cmd": "go", "start": start, "from": start, "to": start, "end": start,
@@ -523,8 +530,6 @@ def run_storm(ctx: Context, side: str) -> dict[str, Any]:
             last = max(a["last"] for a in admitted)
             gens.send({"cmd": "stop", "until": last})
             done = gens.collect("done", 60)
-        finally:
-            gens.close()
         server.check()
     finally:
         server.stop()
@@ -557,7 +562,7 @@ ROWS: dict[str, list[tuple[str, str, str]]] = {
         ("p99", "round trip p99 (ms)", ".1f"),
         ("server_cpu_pct", "server CPU (% of one core)", ".0f"),
         ("pg_cpu_us", "PostgreSQL CPU per MeterValues (µs)", ",.0f"),
-        ("stored", "meter_values rows stored / acknowledged samples", "s"),
+        ("stored", "meter_values rows stored / samples acknowledged (all rounds)", "s"),
         ("generator_cpu", "load generator CPU (% of a core, busiest process)", ".0f"),
         ("generator_cores_busy", "generator CPUs busy (%, all processes)", ".0f"),
     ],
@@ -568,7 +573,7 @@ ROWS: dict[str, list[tuple[str, str, str]]] = {
         ("p99", "round trip p99 (ms)", ".1f"),
         ("server_cpu_pct", "server CPU (% of one core)", ".0f"),
         ("pg_cpu_us", "PostgreSQL CPU per Heartbeat (µs)", ",.0f"),
-        ("stored", "heartbeat events stored / acknowledged", "s"),
+        ("stored", "heartbeat events stored / acknowledged (all rounds)", "s"),
         ("generator_cpu", "load generator CPU (% of a core, busiest process)", ".0f"),
         ("generator_cores_busy", "generator CPUs busy (%, all processes)", ".0f"),
     ],
@@ -602,10 +607,8 @@ NO_RATIO = {"stored", "heartbeats", "watch_n", "generator_cpu", "generator_cores
 
 
 def median(values: list[Any]) -> Any:
-    if not values:
+    if not values or not isinstance(values[0], int | float):
         return None
-    if isinstance(values[0], str):
-        return values[-1] if len(set(values)) == 1 else ", ".join(values)
     return statistics.median(values)
 
 
@@ -639,6 +642,10 @@ def side_by_side(scenario: str, title: str, results: dict[str, list[dict[str, An
     rows = []
     for key, label, spec in ROWS[scenario]:
         values = {side: median([r[key] for r in results[side] if key in r]) for side in SIDES}
+        if key == "stored":  # summed over the rounds
+            pairs = [r[key] for r in results["ours"] if key in r]
+            values["ours"] = (f"{sum(p[0] for p in pairs):,} / {sum(p[1] for p in pairs):,}"
+                              if pairs else None)
         if all(v is None for v in values.values()):
             continue
         ours, ref = values["ours"], values["reference"]
@@ -649,7 +656,16 @@ def side_by_side(scenario: str, title: str, results: dict[str, list[dict[str, An
         rows.append([label, fmt(ours, spec), fmt(ref, spec), ratio])
     done = {side: len(results[side]) for side in SIDES}
     title += f"; median of {done['ours']} / {done['reference']} rounds (ours / reference)"
-    return render(title, ["figure", "ours", "reference", "ours / reference"], rows, markdown)
+    table = render(title, ["figure", "ours", "reference", "ours / reference"], rows, markdown)
+    busiest = max((r.get("generator_cpu", 0) for side in SIDES for r in results[side]),
+                  default=0)
+    busy = max((r.get("generator_cores_busy", 0) for side in SIDES for r in results[side]),
+               default=0)
+    if busiest > GENERATOR_LIMIT or busy > CORES_LIMIT:
+        table += (f"\n\nWARNING: a load generator process used {busiest:.0f} % of its CPU and "
+                  f"its CPUs were {busy:.0f} % busy in some run: the generator side may have "
+                  "limited these figures (fewer stations per --generators, or more CPUs)")
+    return table
 
 
 def scale_table(results: dict[int, list[dict[str, Any]]], markdown: bool) -> str:
@@ -701,6 +717,17 @@ def provision(url: str, count: int) -> list[tuple[str, str]]:
             cur.execute("INSERT INTO connector_runtime_state (station_id, connector_number) "
                         "SELECT station_id, connector_number FROM station_connectors")
     return stations
+
+
+def snapshot_tree(work: Path) -> Path:
+    """The server's code as it is now, so that edits during a long run change no round."""
+    tree = work / "tree"
+    for name in ("autimit_csms", "ocpp_schemas"):
+        shutil.copytree(ROOT / name, tree / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("schema.sql", "timescale_policies.sql"):
+        shutil.copy2(ROOT / name, tree / name)
+    return tree
 
 
 def raise_nofile(want: int) -> int:
@@ -760,7 +787,7 @@ def header(ctx: Context, argv: list[str]) -> str:
         f"machine: {os.cpu_count()} CPUs ({cpu_model()}), Linux {platform.release()}, "
         f"load average {os.getloadavg()[0]:.2f} at start",
         f"command: {' '.join(shlex.quote(a) for a in argv)}",
-        f"tree: {tree_state()}; {versions}",
+        f"tree: {tree_state()} (ours runs a copy taken at start); {versions}",
         f"pinning: {pin}",
         "ours: autimit-csms serve, PostgreSQL fsync on, "
         + " ".join(f"{k}={v}" for k, v in OURS_ENV.items())
@@ -781,10 +808,13 @@ def log(message: str) -> None:
 
 
 def brief(figures: dict[str, Any]) -> str:
-    keys = ("msg_per_s", "server_cpu_us", "p50", "p99", "stored", "rss_per_conn",
+    keys = ("msg_per_s", "server_cpu_us", "p50", "p99", "rss_per_conn",
             "all_admitted_s", "hs_p99", "watch_p99", "server_cpu_pct", "generator_cpu")
-    return ", ".join(f"{k}={figures[k]:.1f}" if isinstance(figures[k], float)
+    text = ", ".join(f"{k}={figures[k]:.1f}" if isinstance(figures[k], float)
                      else f"{k}={figures[k]}" for k in keys if k in figures)
+    if "stored" in figures:
+        text += ", rows stored {:,} = acknowledged {:,}".format(*figures["stored"])
+    return text
 
 
 # ---------------------------------------------------------------- main
@@ -849,6 +879,7 @@ def main(argv: list[str]) -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="autimit-perf-"))
     ctx = Context(args, work, server_cpus, generator_cpus, pg_cpus)
+    ctx.tree = snapshot_tree(work)
     signal.signal(signal.SIGTERM, interrupt)
     head = header(ctx, [sys.executable.replace(str(ROOT) + "/", ""), *argv])
     print(head + "\n", flush=True)
