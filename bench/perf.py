@@ -35,10 +35,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.metadata
+import io
 import json
 import math
 import os
 import platform
+import pstats
 import queue
 import resource
 import shlex
@@ -201,6 +203,7 @@ class Server:
 
     def __init__(self, ctx: Context, side: str) -> None:
         self.ctx, self.side = ctx, side
+        self.profile: Path | None = None
         self.port = free_port()
         self.log = ctx.work / f"{side}-{uuid.uuid4().hex[:8]}.log"
         level = ctx.args.log_level
@@ -211,6 +214,9 @@ class Server:
         else:
             assert ctx.cluster is not None
             command = [str(SERVE), "--log-level", level, "serve"]
+            if ctx.args.profile:  # the event-loop thread only: cProfile sees no worker threads
+                self.profile = self.log.with_suffix(".pstats")
+                command = [sys.executable, "-m", "cProfile", "-o", str(self.profile), *command]
             env.update({"PYTHONPATH": str(ctx.tree),  # the snapshot wins over the checkout
                         "AUTIMIT_DATABASE_URL": ctx.cluster.url,
                         "AUTIMIT_ADMIN_TOKEN": "perf-admin-token-0123456789",
@@ -263,6 +269,12 @@ class Server:
         if problems:
             log(f"  note: {problems} ERROR/Traceback lines in the {self.side} server's log "
                 f"({self.log}{'' if self.ctx.args.keep else ', removed at exit; --keep'})")
+        if self.profile is not None and self.profile.exists():
+            out = io.StringIO()
+            stats = pstats.Stats(str(self.profile), stream=out)
+            stats.sort_stats("tottime").print_stats(15)
+            log(f"  profile of ours (event-loop thread, cProfile): {self.profile}\n"
+                + out.getvalue().split("\n", 4)[-1].rstrip())
 
 
 def stop_process(proc: subprocess.Popen[Any], grace: float = 20) -> None:
@@ -851,7 +863,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--log-level", default="WARNING", help="of both servers [WARNING]")
     p.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     p.add_argument("--keep", action="store_true", help="keep the server and generator logs")
+    p.add_argument("--profile", action="store_true",
+                   help="run ours under cProfile (slower: for where the time goes, not for "
+                        "figures); prints each run's top functions, keeps the .pstats files")
     args = p.parse_args(argv)
+    args.keep = args.keep or args.profile
     args.scenarios = [s for s in args.scenario.split(",") if s]
     args.side_list = [s for s in SIDES if s in args.sides.split(",")]
     args.scale_counts = [int(s) for s in args.scale.split(",") if s]
