@@ -153,7 +153,10 @@ class OcppProtocol:
             return self._reject(error)
         warnings: list[str] = []
         if isinstance(message, Call):
-            payload = _storable(message.payload, "", warnings)
+            # In an ASCII frame a NUL or a lone surrogate can only be a \u escape (the
+            # JSON decoder refuses raw control characters): most frames skip the walk.
+            payload = (_storable(message.payload, "", warnings)
+                       if "\\u" in text or not text.isascii() else message.payload)
             return self._receive_call(Call(message.unique_id, message.action, payload), warnings)
         if self._outstanding is None or message.unique_id != self._outstanding[0]:
             kind = "CALLRESULT" if isinstance(message, CallResult) else "CALLERROR"
