@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import weakref
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
@@ -80,43 +81,22 @@ class _Collector:
         connected.add_metric([], sum(len(s.sessions.sessions()) for s in servers))
         yield connected
 
-        handshakes = counter("autimit_ocpp_handshakes", "OCPP handshakes by result "
-                             "(accepted, or the refusal kind)", ["result"])
-        accepted = sum(s.sessions.metrics.connections_opened for s in servers)
-        handshakes.add_metric(["accepted"], accepted)
-        refused: dict[str, int] = {}
-        for s in servers:
-            for kind, n in s.ocpp.limits.refusals.totals.items():
-                refused[kind] = refused.get(kind, 0) + n
-        for kind, n in sorted(refused.items()):
-            handshakes.add_metric([kind], n)
-        yield handshakes
+        metrics = [s.sessions.metrics for s in servers]
+        yield _by_label("autimit_ocpp_handshakes", "OCPP handshakes by result (accepted, or "
+                        "the refusal kind)", ["result"],
+                        [Counter({"accepted": sum(m.connections_opened for m in metrics)}),
+                         *(s.ocpp.limits.refusals.totals for s in servers)])
 
         replaced = counter("autimit_ocpp_connections_replaced",
                            "connections closed because the same station connected again")
-        replaced.add_metric([], sum(s.sessions.metrics.connections_replaced for s in servers))
+        replaced.add_metric([], sum(m.connections_replaced for m in metrics))
         yield replaced
 
-        messages = counter("autimit_ocpp_messages", "CALLs received from chargers, by action "
-                           "and outcome (result: CALLRESULT sent, error: CALLERROR sent)",
-                           ["action", "outcome"])
-        by_outcome: dict[tuple[str, str], int] = {}
-        for s in servers:
-            for key, n in s.sessions.metrics.calls_by_outcome.items():
-                by_outcome[key] = by_outcome.get(key, 0) + n
-        for (action, outcome), n in sorted(by_outcome.items()):
-            messages.add_metric([action, outcome], n)
-        yield messages
-
-        errors = counter("autimit_ocpp_call_errors_sent", "CALLERRORs sent to chargers, by "
-                         "code (bad frames included)", ["code"])
-        by_code: dict[str, int] = {}
-        for s in servers:
-            for code, n in s.sessions.metrics.call_errors_sent.items():
-                by_code[code] = by_code.get(code, 0) + n
-        for code, n in sorted(by_code.items()):
-            errors.add_metric([code], n)
-        yield errors
+        yield _by_label("autimit_ocpp_messages", "CALLs received from chargers, by action and "
+                        "outcome (result: CALLRESULT sent, error: CALLERROR sent)",
+                        ["action", "outcome"], [m.calls_by_outcome for m in metrics])
+        yield _by_label("autimit_ocpp_call_errors_sent", "CALLERRORs sent to chargers, by code "
+                        "(bad frames included)", ["code"], [m.call_errors_sent for m in metrics])
 
         frames = counter("autimit_ocpp_frames_received", "WebSocket messages received")
         frames.add_metric([], sum(s.sessions.metrics.frames_in for s in servers))
@@ -133,6 +113,19 @@ class _Collector:
         yield from _writer(servers)
         yield from _commands(servers)
         yield from _pool(servers)
+
+
+def _by_label(name: str, text: str, labels: list[str],
+              parts: Sequence[Counter[Any]]) -> CounterMetricFamily:
+    """A counter family from per-server Counters keyed by a label value (or a tuple of
+    them), summed; a key counted 0 still gets its sample."""
+    total: Counter[Any] = Counter()
+    for part in parts:
+        total.update(part)
+    family = CounterMetricFamily(name, text, labels=labels)
+    for key, n in sorted(total.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return family
 
 
 def _histogram(name: str, text: str, parts: list[Distribution],
@@ -166,16 +159,9 @@ def _writer(servers: list[Server]) -> Iterator[Metric]:
 
 def _commands(servers: list[Server]) -> Iterator[Metric]:
     buses = [s.commands for s in servers if hasattr(s, "commands")]
-    outcomes = CounterMetricFamily("autimit_commands", "commands delivered to chargers by "
-                                   "this process, by action and outcome",
-                                   labels=["action", "status"])
-    totals: dict[tuple[str, str], int] = {}
-    for bus in buses:
-        for key, n in bus.stats.outcomes.items():
-            totals[key] = totals.get(key, 0) + n
-    for (action, status), n in sorted(totals.items()):
-        outcomes.add_metric([action, status], n)
-    yield outcomes
+    yield _by_label("autimit_commands", "commands delivered to chargers by this process, by "
+                    "action and outcome", ["action", "status"],
+                    [bus.stats.outcomes for bus in buses])
     yield _histogram("autimit_command_seconds", "from delivery of a command to the charger's "
                      "answer (or its timeout)", [bus.stats.latency for bus in buses])
 

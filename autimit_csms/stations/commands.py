@@ -211,13 +211,14 @@ class CommandBus:
         while True:
             await trio.sleep(period)
             held = self.sessions.sessions()
+            held_ids = [s.ctx.station_id for s in held]
             try:
                 await self.db.execute(SQL.node_heartbeat, self._node_row())
                 if trio.current_time() - last_beat > self.node_silence / 2:
                     # Silent long enough for another process to have swept our stations.
                     reclaimed = await self.db.fetch_all(SQL.reclaim_stations, {
                         "node_id": self.node_id,
-                        "stations": [s.ctx.station_id for s in held],
+                        "stations": held_ids,
                         "connected_at": [s.connected_at for s in held]})
                     if reclaimed:
                         log.warning("%d stations recorded online again after this process "
@@ -225,10 +226,9 @@ class CommandBus:
                 last_beat = trio.current_time()
                 swept = await self.db.fetch_all(SQL.sweep_unheld_stations, {
                     "silence": self.node_silence})
-                rows = await self.db.fetch_all(SQL.queued_commands_for, {
-                    "stations": [s.ctx.station_id for s in held]})
+                rows = await self.db.fetch_all(SQL.queued_commands_for, {"stations": held_ids})
                 traced = {row["id"] for row in await self.db.fetch_all(SQL.traced_stations, {
-                    "stations": [s.ctx.station_id for s in held]})}
+                    "stations": held_ids})}
             except DatabaseError as err:
                 log.warning("node heartbeat/sweep: %s (%s)", type(err).__name__, err)
                 continue
@@ -329,14 +329,14 @@ class CommandBus:
         if isinstance(answer, ErrorReceived):
             return _failed("call_error", answer.error.error_code, answer.error.description,
                            answer.error.details or None), None
-        outcome = {"status": "answered",
-                   "response": as_json(without_credentials(answer.result.payload)),
+        payload = without_credentials(answer.result.payload)  # what is stored and applied
+        outcome = {"status": "answered", "response": as_json(payload),
                    "error_code": None, "error_description": None}
         if answer.error is not None:  # the charger answered outside its schema
             outcome["error_code"] = answer.error.code
             outcome["error_description"] = f"invalid answer: {answer.error.description}"
             return outcome, None
-        return outcome, answer.result.payload
+        return outcome, payload
 
 
 def _failed(status: str, code: str, description: str,
@@ -383,7 +383,7 @@ def effects(command: Row, answer: dict[str, Any] | None) -> list[tuple[str, dict
             "connector_number": p.get("connectorId"),
             "purpose": p.get("chargingProfilePurpose"), "stack_level": p.get("stackLevel")})]
     if action == "GetConfiguration":
-        keys = without_credentials(answer).get("configurationKey", [])
+        keys = answer.get("configurationKey", [])
         return [(SQL.record_configuration, {
             "station_id": station_id, "source": "GetConfiguration",
             "keys": [k["key"] for k in keys], "values": [k.get("value") for k in keys],
@@ -413,7 +413,7 @@ CREDENTIAL_KEYS: Final = frozenset({"authorizationkey"})  # OCPP 1.6 security wh
 def without_credentials(answer: dict[str, Any]) -> dict[str, Any]:
     """A GetConfiguration answer with the value of the station's credential removed:
     the key is write-only (errata §3.10), but some firmware reports it anyway, and
-    it must not be stored or shown."""
+    it must not be stored or shown (the command row and `effects` both get this)."""
     keys = answer.get("configurationKey")
     if not isinstance(keys, list):
         return answer

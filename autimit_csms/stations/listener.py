@@ -79,8 +79,8 @@ class OcppService:
     def __post_init__(self) -> None:
         self.limits = Admission(self.settings)
         self._handshakes: set[trio.CancelScope] = set()
-        # Short, unique in this process's log: "c" + a counter in base 36.
-        self._connection_ids = (f"c{_base36(n)}" for n in itertools.count(1))
+        # Short, unique in this process's log: "c" + a hexadecimal counter.
+        self._connection_ids = (f"c{n:x}" for n in itertools.count(1))
         self._stopping = False
 
     async def serve(self, shutdown: trio.Event,
@@ -406,12 +406,3 @@ class _Replay(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-
-def _base36(n: int) -> str:
-    digits = ""
-    while True:
-        n, digit = divmod(n, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
-        if not n:
-            return digits

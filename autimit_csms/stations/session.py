@@ -47,7 +47,6 @@ class Metrics:
     connections_opened: int = 0
     connections_replaced: int = 0
     frames_in: int = 0
-    calls_by_action: Counter[str] = field(default_factory=Counter)
     calls_by_outcome: Counter[tuple[str, str]] = field(default_factory=Counter)  # result|error
     call_errors_sent: Counter[str] = field(default_factory=Counter)
     frames_paced: int = 0  # read later than they arrived: the connection was over its pace
@@ -160,7 +159,6 @@ class StationSession:
 
     async def _answer_call(self, event: CallReceived) -> str:
         call, ctx = event.call, self.ctx
-        self.registry.metrics.calls_by_action[call.action] += 1
         for warning in event.warnings:  # corrected or tolerated: stored, but said
             log.warning("%s %s accepted with a warning: %s", ctx.station_code, call.action,
                         warning)
