@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate.add_arguments(commands.add_parser(
         "simulate", help="charge-point simulator: N stations against a running CSMS"))
-    for subparser in (serve, apply, upgrade, dev, *commands.choices.values()):
+    for subparser in (*commands.choices.values(), apply, upgrade):
         add_log_arguments(subparser, top=False)
     return parser
 
@@ -53,8 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 def add_log_arguments(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """--log-level and --log-format, accepted before or after the subcommand (the
     later one wins); each also reads AUTIMIT_LOG_LEVEL / AUTIMIT_LOG_FORMAT."""
-    if any(action.dest == "log_level" for action in parser._actions):
-        return
     level = os.environ.get("AUTIMIT_LOG_LEVEL", "INFO").upper()
     form = os.environ.get("AUTIMIT_LOG_FORMAT", "text").lower()
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],

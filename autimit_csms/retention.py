@@ -21,6 +21,7 @@ from typing import Any, Final
 import trio
 
 from .db import SQL, Database, DatabaseError, Row
+from .settings import RETENTION_MODES
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ PASS_INTERVAL: Final = 3600.0
 BATCH_SIZE: Final = 5000
 BATCH_PAUSE: Final = 0.05  # s between batches: the writer's transactions go first
 LOCK_TIMEOUT: Final = "2s"
-MODES: Final = ("enforce", "dry-run", "off")  # off: only say, once, what the database lacks
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,8 @@ class Retention:
     _policy_logged: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"retention mode must be one of {', '.join(MODES)}")
+        if self.mode not in RETENTION_MODES:  # off: only say, once, what the database lacks
+            raise ValueError(f"retention mode must be one of {', '.join(RETENTION_MODES)}")
 
     async def inspect(self) -> tuple[Backend, datetime]:
         """The database as it is now (policies can be added while we run), and its clock.

@@ -14,7 +14,6 @@ cannot take), the reference has the last word.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -231,7 +230,7 @@ FastCheck = Callable[[Any], bool]
 
 def _compile_fast(schema: Mapping[str, Any]) -> FastCheck:
     validator = jsonschema_rs.validator_for(
-        _with_int32_bounds(copy.deepcopy(dict(schema))),
+        _with_int32_bounds(schema),  # a new tree: the reference keeps its own
         formats={"date-time": _is_date_time}, validate_formats=True)
     return validator.is_valid
 
