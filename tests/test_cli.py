@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import psycopg
@@ -23,6 +25,45 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           env={**os.environ, **(env or {})})
 
 
+TOKEN = "logs-token-0123456789"
+
+
+@contextmanager
+def serve(pg: LocalPostgres, *args: str, env: dict[str, str] | None = None,
+          url: str | None = None, pids: list[int] | None = None
+          ) -> Iterator[tuple[str, int, list[str]]]:
+    """`autimit-csms ARGS` on a fresh database (or `url`): (API base URL, OCPP port,
+    output lines once it stopped -- filled in after the block); `pids` gets its pid."""
+    url = url or pg.url(new_database(pg))
+    subprocess.run([*CLI, "db", "apply", "--database-url", url], check=True,
+                   capture_output=True)
+    api_port, ocpp_port = free_port(), free_port()
+    environment = {**os.environ, "AUTIMIT_DATABASE_URL": url, "AUTIMIT_ADMIN_TOKEN": TOKEN,
+                   "AUTIMIT_API_LISTEN": f"127.0.0.1:{api_port}",
+                   "AUTIMIT_OCPP_LISTEN": f"127.0.0.1:{ocpp_port}", **(env or {})}
+    proc = subprocess.Popen([*CLI, *args], env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    if pids is not None:
+        pids.append(proc.pid)
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(base + "/api/stations", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        yield base, ocpp_port, lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+        lines.extend(output.splitlines())
+    assert proc.returncode == 0, output
+
+
 def test_db_apply_twice_then_serve_and_stop(pg: LocalPostgres) -> None:
     url = pg.url(new_database(pg))
     for _ in range(2):
@@ -33,22 +74,8 @@ def test_db_apply_twice_then_serve_and_stop(pg: LocalPostgres) -> None:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'stations'"
                             ).fetchone() == (1,)
 
-    api_port = free_port()
-    env = {**os.environ, "AUTIMIT_DATABASE_URL": url, "AUTIMIT_ADMIN_TOKEN": "cli-token",
-           "AUTIMIT_API_LISTEN": f"127.0.0.1:{api_port}",
-           "AUTIMIT_OCPP_LISTEN": f"127.0.0.1:{free_port()}"}
-    proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        base = f"http://127.0.0.1:{api_port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base + "/api/stations", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.1)
+    with serve(pg, "serve", url=url, env={"AUTIMIT_ADMIN_TOKEN": "cli-token"}) as (
+            base, _, lines):
         headers = {"Authorization": "Bearer cli-token"}
         account = httpx.post(base + "/api/accounts", headers=headers,
                              json={"name": "Ops", "document": "X"}).json()
@@ -62,10 +89,7 @@ def test_db_apply_twice_then_serve_and_stop(pg: LocalPostgres) -> None:
         assert r.json()["station"]["ocppConnectionUrl"] == (
             "wss://ws.autimit.com/ocpp/1.6/CLI-1")  # the contract's default public URL
         assert httpx.get(base + "/api/stations").status_code == 401
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, output
+    output = "\n".join(lines)
     assert "shutting down" in output and "stopped" in output
     assert "cli-token" not in output
 

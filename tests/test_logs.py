@@ -5,60 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import trio
 from trio_websocket import open_websocket_url
 
-from autimit_csms.localpg import LocalPostgres, free_port
+from autimit_csms.localpg import LocalPostgres
 
-from .conftest import new_database
-from .test_cli import CLI
-
-TOKEN = "logs-token-0123456789"
-
-
-@contextmanager
-def serve(pg: LocalPostgres, *args: str, env: dict[str, str] | None = None,
-          url: str | None = None, pids: list[int] | None = None
-          ) -> Iterator[tuple[str, int, list[str]]]:
-    """`autimit-csms ARGS` on a fresh database (or `url`): (API base URL, OCPP port,
-    output lines once it stopped -- filled in after the block); `pids` gets its pid."""
-    url = url or pg.url(new_database(pg))
-    subprocess.run([*CLI, "db", "apply", "--database-url", url], check=True,
-                   capture_output=True)
-    api_port, ocpp_port = free_port(), free_port()
-    environment = {**os.environ, "AUTIMIT_DATABASE_URL": url, "AUTIMIT_ADMIN_TOKEN": TOKEN,
-                   "AUTIMIT_API_LISTEN": f"127.0.0.1:{api_port}",
-                   "AUTIMIT_OCPP_LISTEN": f"127.0.0.1:{ocpp_port}", **(env or {})}
-    proc = subprocess.Popen([*CLI, *args], env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    if pids is not None:
-        pids.append(proc.pid)
-    base = f"http://127.0.0.1:{api_port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base + "/api/stations", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
-        yield base, ocpp_port, lines
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
-        lines.extend(output.splitlines())
-    assert proc.returncode == 0, output
+from .test_cli import TOKEN, serve
 
 
 def provision(base: str) -> tuple[str, str]:

@@ -19,8 +19,7 @@ from trio_websocket import open_websocket_url
 from autimit_csms.localpg import LocalPostgres
 
 from .conftest import new_database
-from .test_cli import run_cli
-from .test_logs import TOKEN, serve
+from .test_cli import TOKEN, run_cli, serve
 
 STATIONS = 16
 
