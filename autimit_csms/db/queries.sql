@@ -219,14 +219,21 @@ SELECT station_id, %(at)s, %(registration_status)s, %(vendor)s, %(model)s, %(ser
 FROM state;
 
 -- name: heartbeat
-WITH state AS (
-    UPDATE station_runtime_state
-    SET last_heartbeat_at = %(at)s, last_seen_at = %(at)s, updated_at = now()
-    WHERE station_id = %(station_id)s
-    RETURNING station_id
+-- `rows`: [{"station_id", "at"}], one per Heartbeat; the group-commit writer merges
+-- the rows of every Heartbeat of a batch into one statement (like meter values).
+-- A station's latest beat of the batch sets its state; every beat is history.
+WITH beat AS (
+    SELECT r.station_id, r.at
+    FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(station_id uuid, at timestamptz)
+), state AS (
+    UPDATE station_runtime_state s
+    SET last_heartbeat_at = latest.at, last_seen_at = latest.at, updated_at = now()
+    FROM (SELECT station_id, max(at) AS at FROM beat GROUP BY station_id) AS latest
+    WHERE s.station_id = latest.station_id
+    RETURNING s.station_id
 )
 INSERT INTO station_heartbeat_events (station_id, occurred_at)
-SELECT station_id, %(at)s FROM state;
+SELECT beat.station_id, beat.at FROM beat JOIN state USING (station_id);
 
 -- name: station_status_notification
 -- Connector 0: the charge point itself (OCPP 1.6 §4.9).

@@ -132,7 +132,7 @@ def _run_alone(item: _Item, conn: psycopg.Connection[Row]) -> None:
 
 def _mergeable(params: Params) -> str | None:
     """A statement whose only parameter is `rows`, a JSON array, can share one
-    execution with its like (insert_meter_values): its rows, or None."""
+    execution with its like (heartbeat, insert_meter_values): its rows, or None."""
     if isinstance(params, dict) and len(params) == 1 and "rows" in params:
         rows = params["rows"]
         return rows if isinstance(rows, str) else None

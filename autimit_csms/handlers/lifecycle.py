@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from ..db import SQL, as_json
+from ..ocpp16.codec import encode_json
 from .context import StationContext, iso, now, parse_time
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ async def boot_notification(ctx: StationContext, p: dict[str, Any]) -> dict[str,
 
 async def heartbeat(ctx: StationContext, p: dict[str, Any]) -> dict[str, Any]:
     at = now()
-    await ctx.writer.submit(SQL.heartbeat, {"station_id": ctx.station_id, "at": at})
+    await ctx.writer.submit(SQL.heartbeat, {"rows": encode_json(
+        [{"station_id": str(ctx.station_id), "at": at.isoformat()}])})
     return {"currentTime": iso(at)}
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 import trio
 
-from autimit_csms.db import Database, DatabaseError
+from autimit_csms.db import SQL, Database, DatabaseError
 from autimit_csms.db.writer import GroupCommitWriter
+from autimit_csms.ocpp16.codec import encode_json
 
-from ..stations.conftest import rows
+from ..stations.conftest import provision, rows
 
 INSERT = "INSERT INTO accounts (id, name, document) VALUES (%(id)s, %(name)s, 'D')"
 
@@ -49,3 +51,29 @@ async def test_one_unstorable_item_fails_alone(db: Database, db_url: str,
     assert set(outcomes.values()) == {"ok"} and len(outcomes) == 5
     stored = {r[0] for r in rows(db_url, "SELECT id FROM accounts")}
     assert set(good) <= stored and len(stored) == 6
+
+
+async def test_heartbeats_of_a_batch_share_one_statement(api: httpx.AsyncClient, db: Database,
+                                                         db_url: str) -> None:
+    """Merged heartbeats (ADR 0002: UPDATE state + INSERT history) lose no beat, and a
+    station beating twice in one batch keeps its latest as its state."""
+    one = uuid.UUID((await provision(api, "HB-1")).id)
+    two = uuid.UUID((await provision(api, "HB-2")).id)
+    beats = [(one, "2026-12-03T10:00:00+00:00"), (two, "2026-12-03T10:00:01+00:00"),
+             (one, "2026-12-03T10:00:05+00:00"), (one, "2026-12-03T10:00:02+00:00")]
+    writer = GroupCommitWriter(db)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        async with trio.open_nursery() as clients:  # all queued before the first batch runs
+            for station, at in beats:
+                clients.start_soon(writer.submit, SQL.heartbeat, {"rows": encode_json(
+                    [{"station_id": str(station), "at": at}])})
+        writer.close()
+    assert writer.stats.batch_sizes.total == 4 and sum(writer.stats.batch_sizes.counts) == 1
+    stored = rows(db_url, "SELECT station_id, count(*) FROM station_heartbeat_events "
+                          "GROUP BY station_id")
+    assert dict(stored) == {one: 3, two: 1}
+    state = dict(rows(db_url, "SELECT station_id, last_heartbeat_at::text "
+                              "FROM station_runtime_state"))
+    assert state[one] == "2026-12-03 10:00:05+00"
+    assert state[two] == "2026-12-03 10:00:01+00"
