@@ -1,4 +1,4 @@
-"""Accounts (tenants) and their API keys: admin only."""
+"""Accounts (tenants) and their API keys: admin only; and who the caller is (`/api/me`)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from quart import Blueprint, Response
 
 from ..credentials import hash_secret, new_api_key
 from ..db import SQL, ConstraintViolation
-from .app import database, fail, json_response, require_admin
+from .app import database, fail, json_response, principal, require_admin
 from .spec import (
     Boolean,
+    Choice,
     Obj,
     Page,
     Text,
@@ -38,6 +39,15 @@ API_KEY = Obj("ApiKey", {
     "apiKey": Text("The key: send it as `Authorization: Bearer <apiKey>`. Shown only here, "
                    "once; only its bcrypt hash is stored.", source="api_key"),
     "createdAt": Timestamp()})
+ME = Obj("Caller", {
+    "role": Choice(("admin", "account"), "`admin`: the admin token; `account`: an account "
+                                         "API key, which sees only its account."),
+    "accountId": Uuid("The key's account; null for the admin token.", null=True),
+    "apiKeyId": Text("The key's public id (never the key); null for the admin token.",
+                     null=True, source="key_id"),
+    "account": Obj(None, ACCOUNT.fields, null=True, source="account",
+                   doc="The key's account; null for the admin token.")},
+    "Who the bearer token is: what a client needs to show only what it may do.")
 
 
 @blueprint.post("/api/accounts")
@@ -89,3 +99,17 @@ async def create_api_key(account_id: str) -> Response:
     assert row is not None
     # The key is shown here once; only its bcrypt hash is stored.
     return json_response(API_KEY.shape({**row, "api_key": key}), 201)
+
+
+@blueprint.get("/api/me")
+@operation("Who the bearer token is", responses={200: ME},
+           description="The admin token, or an account API key and its account. A client "
+                       "checks a token with it and hides what the token may not do.")
+async def me() -> Response:
+    caller = principal()
+    account = None
+    if caller.account_id is not None:
+        account = await database().fetch_one(SQL.get_account, {"id": caller.account_id})
+    return json_response(ME.shape({
+        "role": "admin" if caller.is_admin else "account", "account_id": caller.account_id,
+        "key_id": caller.key_id, "account": account}))

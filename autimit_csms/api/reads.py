@@ -386,3 +386,50 @@ async def faults(station_id: str) -> Response:
     result = page([FAULT.shape(r) for r in rows], q["limit"], q["offset"])
     result.update({"from": start, "to": end})
     return json_response(result)
+
+
+# ---------------------------------------------------------------- the network at a glance
+
+OVERVIEW = Obj("Overview", {
+    "stations": Obj(None, {
+        "total": Integer("Every station in scope, active or not.", source="station_total"),
+        "inactive": Integer("Deactivated: refused at their next connection.",
+                            source="stations_inactive"),
+        "byStatus": Json("Active stations by runtime status (offline, online, faulted, "
+                         "unavailable); absent statuses are 0.", source="stations_by_status")}),
+    "connectors": Obj(None, {
+        "total": Integer("Active connectors of active stations.", source="connector_total"),
+        "byStatus": Json("Those connectors by normalized status (`unknown`: never "
+                         "reported).", source="connectors_by_status")}),
+    "sessions": Obj(None, {
+        "active": Integer("Sessions charging now.", source="active_sessions"),
+        "startedSince": Integer("Sessions started since `from`.", source="sessions_started"),
+        "energyWh": Integer("Their energy: the billing figure once stopped, the latest "
+                            "register reading minus meterStart while active.")}),
+    "from": Timestamp("Sessions count from here (default: today 00:00 UTC).",
+                      source="from_at"),
+    "generatedAt": Timestamp("When the database answered.")},
+    "An account's network (the admin: every account's, or `accountId`'s) at a glance.")
+
+
+@blueprint.get("/api/overview")
+@operation("The network at a glance: stations, connectors, sessions, energy", query={
+    "accountId": ACCOUNT_FILTER,
+    "from": Timestamp("Count sessions started from here, e.g. the operator's local "
+                      "midnight; with a time zone. Default: today 00:00 UTC; at most 366 "
+                      "days ago.")},
+    responses={200: OVERVIEW},
+    description="From the current-state tables only (ADR 0002), for a dashboard that "
+                "polls it every few seconds.")
+async def overview() -> Response:
+    q = query()
+    now = dt.datetime.now(dt.UTC)
+    start = q["from"] or now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if start > now:
+        invalid("from", "must not be in the future")
+    if now - start > MAX_SPAN:
+        invalid("from", f"may be at most {MAX_SPAN.days} days ago")
+    row = await database().fetch_one(SQL.network_overview, {
+        "account_id": await scoped_account(q["accountId"]), "from_at": start})
+    assert row is not None
+    return json_response(OVERVIEW.shape({**row, "from_at": start}))

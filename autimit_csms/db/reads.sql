@@ -225,3 +225,53 @@ WHERE station_id = %(station_id)s
   AND occurred_at >= %(from_at)s AND occurred_at < %(to_at)s
 ORDER BY occurred_at DESC, connector_number
 LIMIT %(limit)s OFFSET %(offset)s;
+
+-- ================================================================ the console's overview
+
+-- name: network_overview
+-- One account's network (or every account's: %(account_id)s NULL) at a glance, from
+-- the current-state tables only: stations by status (inactive ones apart), connectors
+-- by normalized status, active sessions, and the sessions started since %(from_at)s
+-- with their energy (the stored figure once stopped; while active, the latest energy
+-- register reading minus meterStart, as select_sessions reads it). Sessions are
+-- reached through their station (charging_sessions_station_idx, _active_idx).
+WITH scope AS (
+    SELECT s.id, s.is_active, COALESCE(r.status, 'offline') AS status
+    FROM stations s
+    LEFT JOIN station_runtime_state r ON r.station_id = s.id
+    WHERE (%(account_id)s::uuid IS NULL OR s.account_id = %(account_id)s)
+), connector AS (
+    SELECT COALESCE(cr.status, 'unknown') AS status
+    FROM station_connectors c
+    JOIN scope ON scope.id = c.station_id
+    LEFT JOIN connector_runtime_state cr
+           ON cr.station_id = c.station_id AND cr.connector_number = c.connector_number
+    WHERE c.is_active AND scope.is_active
+), session AS (
+    SELECT cs.status, cs.started_at >= %(from_at)s AS started_in_range,
+           CASE WHEN cs.energy_wh IS NOT NULL THEN cs.energy_wh
+                ELSE (SELECT mv.value FROM meter_values mv
+                      WHERE cs.status = 'active' AND mv.transaction_id = cs.transaction_id
+                        AND mv.station_id = cs.station_id
+                        AND mv.measurand = 'Energy.Active.Import.Register'
+                        AND mv.phase IS NULL AND mv.unit = 'Wh' AND mv.value IS NOT NULL
+                      ORDER BY mv.sampled_at DESC
+                      LIMIT 1) - cs.meter_start_wh END AS energy_wh
+    FROM scope
+    JOIN charging_sessions cs ON cs.station_id = scope.id
+    WHERE cs.started_at >= %(from_at)s OR cs.status = 'active'
+)
+SELECT (SELECT count(*) FROM scope) AS station_total,
+       (SELECT count(*) FROM scope WHERE NOT is_active) AS stations_inactive,
+       COALESCE((SELECT json_object_agg(status, n ORDER BY status)
+                 FROM (SELECT status, count(*) AS n FROM scope WHERE is_active
+                       GROUP BY status) g), '{}'::json) AS stations_by_status,
+       (SELECT count(*) FROM connector) AS connector_total,
+       COALESCE((SELECT json_object_agg(status, n ORDER BY status)
+                 FROM (SELECT status, count(*) AS n FROM connector GROUP BY status) g),
+                '{}'::json) AS connectors_by_status,
+       (SELECT count(*) FROM session WHERE status = 'active') AS active_sessions,
+       (SELECT count(*) FROM session WHERE started_in_range) AS sessions_started,
+       (SELECT COALESCE(sum(energy_wh), 0) FROM session
+        WHERE started_in_range) AS energy_wh,
+       now() AS generated_at;
