@@ -40,7 +40,8 @@ from autimit_csms.localpg import LocalPostgres, free_port
 from .conftest import ROOT, new_database
 
 # What only the test suite uses; none of it may be in the image.
-TEST_TOOLS = {"pytest", "pytest-trio", "ruff", "mypy", "hypothesis", "trustme", "types-jsonschema"}
+TEST_TOOLS = {"pytest", "pytest-trio", "ruff", "mypy", "hypothesis", "trustme", "types-jsonschema",
+              "selenium"}
 COMPILERS = ("cc", "gcc", "g++", "c++", "clang", "x86_64-linux-gnu-gcc", "aarch64-linux-gnu-gcc")
 TOKEN = "container-test-admin-token"
 

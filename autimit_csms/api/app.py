@@ -209,12 +209,15 @@ def create_app(db: Database, *, admin_token: str, public_ocpp_url: str, verifier
                commands: CommandBus, schemas: SchemaRegistry) -> QuartTrio:
     from . import accounts, id_tags, locations, openapi, reads, stations
     from . import commands as commands_api
+    from .console import serve_console
     from .spec import operation_of
 
     app = QuartTrio(__name__, static_folder=None)
     app.url_map.merge_slashes = False  # "//" is a 404, not a redirect a client must follow
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.asgi_app = finish_sends(app.asgi_app)  # type: ignore[method-assign]
+    # The operator console (static files, a client of this API) answers /console/ first.
+    app.asgi_app = serve_console(app.asgi_app)  # type: ignore[method-assign]
     app.extensions["autimit"] = {"db": db, "public_ocpp_url": public_ocpp_url.rstrip("/"),
                                  "commands": commands, "schemas": schemas}
     for module in (accounts, locations, stations, id_tags, reads, commands_api, openapi):

@@ -1,14 +1,17 @@
-"""What the operator console adds to the API: `GET /api/overview` (the network at a
-glance) and `GET /api/me` (who a token is), against the real server and PostgreSQL."""
+"""What the operator console adds to the API listener: `GET /api/overview` (the network
+at a glance), `GET /api/me` (who a token is), and the console's static files at
+/console/ with their security headers -- against the real server and PostgreSQL."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 import httpx
 import psycopg
 
+from autimit_csms.api.console import CSP, ROOT
 from autimit_csms.server import Server
 
 from .test_hardening import assert_error_shape
@@ -104,3 +107,39 @@ async def test_me_names_the_caller(api: httpx.AsyncClient, server: Server) -> No
     async with httpx.AsyncClient(base_url=server.api_urls[0]) as anonymous:
         assert_error_shape(await anonymous.get("/api/me"), 401)
 
+
+async def test_console_files_are_served_with_a_strict_policy(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.api_urls[0]) as browser:  # no token
+        r = await browser.get("/console")
+        assert r.status_code == 308 and r.headers["location"] == "/console/"
+        page = await browser.get("/console/")
+        assert page.status_code == 200
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.text == (ROOT / "index.html").read_text()
+        for name, media in (("app.js", "text/javascript"), ("style.css", "text/css"),
+                            ("vendor/uPlot.esm.js", "text/javascript")):
+            r = await browser.get(f"/console/{name}")
+            assert r.status_code == 200 and r.headers["content-type"].startswith(media), name
+            assert r.content == (ROOT / name).read_bytes()
+            assert r.headers["content-security-policy"] == CSP
+            assert r.headers["x-content-type-options"] == "nosniff"
+            cached = await browser.get(f"/console/{name}",
+                                       headers={"If-None-Match": r.headers["etag"]})
+            assert cached.status_code == 304 and cached.content == b""
+        assert "'unsafe-inline'" not in CSP and "script-src 'self'" in CSP
+        assert page.headers["x-frame-options"] == "DENY"
+        # no inline script or style, nothing from elsewhere
+        assert not re.search(r"<script(?![^>]*\bsrc=)", page.text)
+        assert "<style" not in page.text and " style=" not in page.text
+        assert not re.search(r"(src|href)=\"(https?:)?//", page.text)
+        for path in ("/console/nothing.js",
+                     "/console/%2e%2e/pyproject.toml", "/console/vendor"):
+            r = await browser.get(path)
+            assert r.status_code == 404 and "csms" not in r.text.lower(), path
+        r = await browser.post("/console/", content=b"x")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+        r = await browser.head("/console/app.js")
+        assert r.status_code == 200 and r.content == b""
+        # the API around it is untouched: still JSON, still needs a token
+        assert_error_shape(await browser.get("/api/stations"), 401)
+        assert_error_shape(await browser.get("/consoles"), 401)  # the API's, not ours

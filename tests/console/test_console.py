@@ -1,0 +1,338 @@
+"""The operator console driven as a person would: sign in, watch a charger come online,
+provision a station and read its secret once, command a charger, chart a finished
+session, manage id tags, export sessions -- and an account key confined to its account.
+
+One server, one browser and a few simulated chargers for the module (tests/console/
+conftest.py); each test provisions what it needs through the API, so they do not depend
+on each other's order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ..test_cli import TOKEN
+from .conftest import Console
+
+SECRET = re.compile(r"[A-Za-z0-9]{16,40}")
+
+
+@pytest.fixture(scope="module")
+def charger(console: Console, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A station with a simulated charger connected for the whole module."""
+    station = console.provision("CON-LIVE")
+    console.simulate(station["code"], station["secret"], tmp_path_factory.mktemp("sim"),
+                     "--scenario", "boot", "--duration", "600", "--connectors", "2")
+    console.wait_for(lambda: console.station(station["id"])["runtime"]["status"] == "online",
+                     "the live charger to connect")
+    return station
+
+
+@pytest.fixture(scope="module")
+def finished_session(console: Console, tmp_path_factory: pytest.TempPathFactory
+                     ) -> dict[str, Any]:
+    """A station whose simulated charger ran one charging session (10 charger-minutes at
+    60x: about 10 s of real time, a reading every 30 charger-seconds)."""
+    station = console.provision("CON-SESSION", connectors=1)
+    proc = console.simulate(station["code"], station["secret"],
+                            tmp_path_factory.mktemp("sim"), "--scenario", "session",
+                            "--charge-duration", "600", "--meter-interval", "30",
+                            "--speed", "60", "--pause", "0", "--connectors", "1")
+    station["proc"] = proc
+    return station
+
+
+def wait_session_done(console: Console, station: dict[str, Any]) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        r = console.admin.get("/api/sessions", params={"stationId": station["id"]})
+        items = r.json()["items"]
+        return items[0] if items and items[0]["status"] == "completed" else None
+
+    return console.wait_for(done, "the simulated session to finish", seconds=40)
+
+
+def test_sign_in_keeps_the_token_in_the_tab_only(page: Console,
+                                                 finished_session: dict[str, Any]) -> None:
+    page.open()
+    page.driver.execute_script("sessionStorage.clear()")
+    page.open()
+    page.visible("#token").send_keys("not-a-valid-token")
+    page.css("#sign-in-form button").click()
+    error = page.wait_for(lambda: page.css("#sign-in-error").is_displayed()
+                          and page.text_of("#sign-in-error"), "the refusal")
+    assert "not accepted" in error and "{" not in error
+    assert page.storage() == {}
+    page.shot("01-sign-in-refused")
+
+    page.sign_in(TOKEN)
+    tiles = page.visible("#overview-tiles")
+    page.wait_for(lambda: "Updated" in page.text_of("#updated"), "the overview's update time")
+    assert "stations online" in tiles.text and "energy today" in tiles.text
+    assert list(page.storage().values()) == [TOKEN]  # sessionStorage, and nowhere else
+    assert page.driver.execute_script("return localStorage.length") == 0
+    assert page.driver.get_cookies() == []
+    assert TOKEN not in page.driver.current_url
+    assert page.text_of("#who-name") == "Admin"
+    page.shot("02-overview")
+
+
+def test_provisioned_secret_is_shown_once_then_the_station_goes_online(
+        page: Console, tmp_path: Path) -> None:
+    page.sign_in(TOKEN)
+    page.open("#/provision")
+    form = page.visible("#account-form")
+    form.find_element("name", "name").send_keys("Riverside Charging")
+    form.find_element("name", "document").send_keys("DE-123")
+    form.find_element("css selector", "button").click()
+    page.visible("#account-created")
+
+    form = page.visible("#location-form")
+    from selenium.webdriver.support.ui import Select
+
+    Select(form.find_element("name", "accountId")).select_by_visible_text("Riverside Charging")
+    form.find_element("name", "name").send_keys("Riverside car park")
+    form.find_element("name", "address").send_keys("2 River Street")
+    form.find_element("name", "latitude").send_keys("52.1")
+    form.find_element("name", "longitude").send_keys("13.2")
+    form.find_element("css selector", "button").click()
+    page.visible("#location-created")
+
+    form = page.css("#station-form")
+    Select(form.find_element("name", "accountId")).select_by_visible_text("Riverside Charging")
+    Select(form.find_element("name", "locationId")).select_by_visible_text("Riverside car park")
+    form.find_element("name", "stationCode").send_keys("RIVER-01")
+    form.find_element("name", "manufacturer").send_keys("ACME")
+    form.find_element("css selector", "button[type=submit]").click()
+    panel = page.visible("#secret-panel")
+    secret = page.css("#secret-value").get_attribute("value")
+    assert SECRET.fullmatch(secret), secret
+    assert page.css("#secret-code").get_attribute("value") == "RIVER-01"
+    assert page.css("#secret-url").get_attribute("value").endswith("/ocpp/1.6/RIVER-01")
+    assert "shown only this once" in panel.text and "cannot be shown again" in panel.text
+    assert len(panel.find_elements("xpath", ".//button[text()='Copy']")) == 3
+    page.shot("03-provisioned-secret")
+
+    # never again: not after a reload, not on the station's page, not in storage
+    page.driver.refresh()
+    page.visible("#station-form")
+    assert not page.all("#secret-panel") and secret not in page.driver.page_source
+    assert secret not in str(page.storage())
+    station_id = page.admin.get("/api/stations", params={"stationCode": "RIVER-01"}
+                                ).json()["items"][0]["id"]
+    page.open(f"#/stations/{station_id}")
+    page.wait_for(lambda: page.css("#station-status").get_attribute("data-status") == "offline",
+                  "the new station shown offline")
+    assert secret not in page.driver.page_source
+
+    # the charger connects with the secret it was given: the page shows it online
+    page.simulate("RIVER-01", secret, tmp_path, "--scenario", "boot", "--duration", "600",
+                  "--connectors", "2")
+    page.wait_for(lambda: page.css("#station-status").get_attribute("data-status") == "online",
+                  "the station to go online in the page")
+    page.wait_for(lambda: "accepted" in page.text_of("#station-head"), "the registration")
+    page.shot("04-station-online")
+    page.open("#/overview")
+    page.wait_for(lambda: int(page.css("#tile-online .value").text) >= 1,
+                  "the overview to count it online")
+
+
+def test_commands_show_the_chargers_answer_or_offline(page: Console,
+                                                      charger: dict[str, Any]) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    page.sign_in(TOKEN)
+    page.open(f"#/stations/{charger['id']}")
+    page.wait_for(lambda: page.css("#station-status").get_attribute("data-status") == "online",
+                  "the live station")
+    Select(page.css("#command-action")).select_by_value("TriggerMessage")
+    Select(page.css("#command-form select[name=requestedMessage]")).select_by_value("Heartbeat")
+    page.css("#command-send").click()
+    result = page.wait_for(lambda: page.css("#command-result"), "the charger's answer")
+    assert result.get_attribute("data-outcome") == "answered"
+    assert "The charger answered" in result.text and "Accepted" in result.text
+    page.wait_for(lambda: "TriggerMessage" in page.text_of("#command-history"),
+                  "the command in the history")
+
+    Select(page.css("#command-action")).select_by_value("GetConfiguration")
+    page.css("#command-form input[name=key]").send_keys("HeartbeatInterval, NoSuchKey")
+    page.css("#command-send").click()
+    page.wait_for(lambda: "keys" in page.text_of("#command-result"), "the configuration")
+    text = page.text_of("#command-result")
+    assert "HeartbeatInterval" in text and "Unknown keys: NoSuchKey" in text
+    assert "{" not in text  # words and tables, never raw JSON
+    page.shot("05-command-answered")
+
+    # a station that never connected: "offline", plainly, and nothing sent
+    offline = page.provision("CON-NEVER")
+    page.open(f"#/stations/{offline['id']}")
+    page.visible("#command-form")
+    Select(page.css("#command-action")).select_by_value("ClearCache")
+    page.css("#command-send").click()
+    result = page.wait_for(lambda: page.css("#command-result"), "the offline outcome")
+    assert result.get_attribute("data-outcome") == "offline"
+    assert "Offline" in result.text and "not connected" in result.text
+    page.shot("06-command-offline")
+
+
+def test_a_finished_session_is_charted(page: Console, finished_session: dict[str, Any]) -> None:
+    session = wait_session_done(page, finished_session)
+    assert session["energyWh"] > 0
+    page.sign_in(TOKEN)
+    page.open("#/sessions")
+    table = page.visible("#sessions-list table")
+    row = next(tr for tr in table.find_elements("css selector", "tbody tr")
+               if "CON-SESSION" in tr.text)
+    assert f"{session['energyWh'] / 1000:.2f}".rstrip("0").rstrip(".") in row.text.replace(
+        ",", "")
+    row.click()
+    page.wait_for(lambda: "/sessions/" in page.driver.current_url, "the session page")
+    for chart in ("#session-power-chart", "#session-energy-chart"):
+        page.wait_for(lambda c=chart: page.css(c).get_attribute("data-drawn") == "true",
+                      f"{chart} drawn")
+        assert int(page.css(chart).get_attribute("data-points")) >= 5
+        # the canvas really holds a drawn line: non-transparent pixels
+        painted = page.driver.execute_script("""
+            const canvas = document.querySelector(arguments[0] + ' canvas');
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width,
+                                                                canvas.height).data;
+            let n = 0; for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+            return n;""", chart)
+        assert painted > 500, painted
+    assert "kWh" in page.text_of("#session-energy")
+    page.shot("07-session-chart")
+
+    # the station page charts the same readings, with the uptime bar
+    page.open(f"#/stations/{finished_session['id']}")
+    page.wait_for(lambda: page.css("#power-chart").get_attribute("data-drawn") == "true",
+                  "the station's power chart")
+    assert page.all("#uptime .timeline .seg.online")
+    assert "Online" in page.text_of("#uptime")
+    page.shot("08-station-history")
+
+
+def test_sessions_filter_and_csv_export(page: Console, finished_session: dict[str, Any]) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    session = wait_session_done(page, finished_session)
+    page.sign_in(TOKEN)
+    page.open("#/sessions")
+    form = page.visible("#session-filters")
+    Select(form.find_element("name", "stationId")).select_by_visible_text("CON-SESSION")
+    Select(form.find_element("name", "active")).select_by_value("false")
+    form.find_element("css selector", "button[type=submit]").click()
+    page.wait_for(lambda: page.text_of("#sessions-list").startswith("1 sessions"),
+                  "the filtered list")
+    downloads: Path = page.driver.downloads
+    page.css("#export-csv").click()
+    page.visible("#csv-done")
+    exported = page.wait_for(lambda: [p for p in downloads.glob("sessions-*.csv")],
+                             "the CSV download")
+    rows = list(csv.DictReader(io.StringIO(exported[0].read_text())))
+    assert [(r["station"], r["energyWh"], r["sessionId"]) for r in rows] == [
+        ("CON-SESSION", str(session["energyWh"]), session["id"])]
+    page.shot("09-sessions")
+
+
+def test_id_tags_are_created_blocked_and_unblocked(page: Console, charger: dict[str, Any]
+                                                   ) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    page.sign_in(TOKEN)
+    page.open("#/id-tags")
+    form = page.visible("#id-tag-form")
+    Select(form.find_element("name", "accountId")).select_by_visible_text("Acct CON-LIVE")
+    form.find_element("name", "idTag").send_keys("CARD-0042")
+    form.find_element("name", "label").send_keys("Fleet van 7")
+    form.find_element("css selector", "button").click()
+    page.wait_for(lambda: "CARD-0042 added" in page.text_of("#id-tag-message"), "the new tag")
+
+    def tag() -> dict[str, Any]:
+        r = page.admin.get("/api/id-tags", params={"accountId": charger["account"]["id"]})
+        return next(t for t in r.json()["items"] if t["idTag"] == "CARD-0042")
+
+    assert tag()["status"] == "active" and tag()["label"] == "Fleet van 7"
+    page.css("button[data-tag='CARD-0042']").click()
+    page.wait_for(lambda: tag()["status"] == "blocked", "the tag blocked")
+    page.wait_for(lambda: page.css("button[data-tag='CARD-0042']").text == "Unblock",
+                  "the Unblock button")
+    page.shot("10-id-tags")
+    page.css("button[data-tag='CARD-0042']").click()
+    page.wait_for(lambda: tag()["status"] == "active", "the tag unblocked")
+    # a duplicate is refused in plain words
+    form = page.css("#id-tag-form")
+    Select(form.find_element("name", "accountId")).select_by_visible_text("Acct CON-LIVE")
+    form.find_element("name", "idTag").send_keys("card-0042")
+    form.find_element("css selector", "button").click()
+    page.wait_for(lambda: "already has this id tag" in page.text_of("#id-tag-message"),
+                  "the duplicate refused")
+
+
+def test_an_account_key_sees_only_its_account(page: Console, charger: dict[str, Any]) -> None:
+    mine = page.provision("CON-KEY-1")
+    key = page.post(f"/api/accounts/{mine['account']['id']}/api-keys", {"name": "ops"})["apiKey"]
+    page.sign_in(key)
+    assert page.text_of("#who-name") == f"Account: {mine['account']['name']}"
+    page.open("#/stations")
+    page.wait_for(lambda: "CON-KEY-1" in page.text_of("#stations-list"), "its station")
+    listed = page.text_of("#stations-list")
+    assert "CON-LIVE" not in listed and "1 of 1 stations" in listed
+    page.shot("11-account-key-stations")
+
+    # another account's station, asked for by its address: refused in words
+    page.open(f"#/stations/{charger['id']}")
+    error = page.wait_for(lambda: page.css("#view .error").text, "the refusal")
+    assert "another account" in error and "CON-LIVE" not in page.text_of("#view")
+    page.shot("12-account-key-refused")
+    page.open("#/overview")
+    page.wait_for(lambda: page.text_of("#tile-offline .value") == "1", "its own overview")
+    assert page.text_of("#tile-online .value") == "0"  # CON-LIVE is another account's
+
+
+def test_sign_out_forgets_the_token(page: Console) -> None:
+    page.sign_in(TOKEN)
+    page.open("#/stations")
+    page.visible("#stations-list")
+    page.css("#sign-out").click()
+    page.visible("#sign-in")
+    assert page.storage() == {}
+    assert not page.css("#view").is_displayed() and page.text_of("#view") == ""
+    page.open("#/stations")  # a bookmarked page asks for the token again
+    page.visible("#sign-in")
+    assert not page.all("#stations-list")
+    page.shot("13-signed-out")
+
+
+def test_phone_width(page: Console, charger: dict[str, Any]) -> None:
+    page.sign_in(TOKEN)
+    try:
+        page.driver.set_window_size(390, 844)
+        for name, fragment, ready in (("overview", "#/overview", "#overview-tiles"),
+                                      ("station", f"#/stations/{charger['id']}", "#power-chart"),
+                                      ("sessions", "#/sessions", "#sessions-list")):
+            page.open(fragment)
+            page.visible(ready)
+            time.sleep(0.3)
+            width = page.driver.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]")
+            assert width[0] <= width[1], (name, width)  # tables scroll inside their card
+            page.shot(f"14-phone-{name}")
+    finally:
+        page.driver.set_window_size(1280, 900)
+
+
+def test_api_errors_read_as_words(page: Console) -> None:
+    page.sign_in(TOKEN)
+    page.open("#/stations/00000000-0000-4000-8000-000000000000")
+    error = page.wait_for(lambda: page.css("#view .error").text, "the error")
+    assert error.startswith("Not found") and "{" not in error and "not_found" not in error
+    r = httpx.get(f"{page.base}/api/stations/00000000-0000-4000-8000-000000000000",
+                  headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.json()["error"]["message"] not in error  # not the raw API text either
