@@ -1,8 +1,8 @@
 """`autimit-csms dev`: the embedded default, for trying the CSMS on one machine.
 
 Owns: a private PostgreSQL cluster in a local folder (localpg), the schema, a
-demo account/location/station, printing how to connect, and stopping the
-database cleanly when the server stops. Not for production.
+demo account/location/station, printing how to connect (the console's URL first),
+and stopping the database cleanly when the server stops. Not for production.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ async def _serve_dev(settings: Settings, demo_file: Path) -> None:
     code = demo["station_code"]
     print(f"""
 Autimit CSMS dev server
-  REST API        http://{api_host}:{api_port}/api   (Authorization: Bearer <admin token>)
+  console         http://{api_host}:{api_port}/console/   (sign in with the admin token)
   admin token     {settings.admin_token}
+  REST API        http://{api_host}:{api_port}/api   (Authorization: Bearer <admin token>)
   OCPP endpoint   {settings.public_ocpp_url}/{code}   (subprotocol ocpp1.6, HTTP Basic Auth)
   station code    {code}
   station secret  {demo['secret']}   (shown once; a new one is issued at each `dev` start)
