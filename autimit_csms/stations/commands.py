@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import trio
-from trio_websocket import ConnectionClosed
 
 from .. import logs
 from ..db import SQL, Database, DatabaseError, DatabaseUnavailable, Row, as_json
@@ -34,6 +33,7 @@ from ..handlers.context import now
 from ..metrics import LATENCY_SECONDS, Distribution
 from ..ocpp16 import REDACTED, ErrorReceived, OcppError
 from .session import SessionRegistry
+from .websocket import ConnectionClosed
 
 log = logging.getLogger(__name__)
 

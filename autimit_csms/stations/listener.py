@@ -23,7 +23,6 @@ from typing import Final
 from urllib.parse import unquote
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
 from .. import logs
 from ..credentials import Verifier
@@ -35,6 +34,7 @@ from ..settings import Settings, split_listen
 from ..workers import shared_socket
 from .limits import Admission, Pace, Standing, source_key
 from .session import SessionRegistry, StationSession
+from .websocket import ConnectionClosed, WebSocket
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class OcppService:
 
         The request head is read and judged here, before any WebSocket machinery:
         a refusal is one canned response, the cheapest answer a flood can get.
-        Only an admitted request is handed to trio-websocket (head replayed).
+        Only an admitted request is handed to the WebSocket (stations/websocket.py).
         """
         limits = self.limits
         full = limits.over_limit(source)
@@ -193,8 +193,7 @@ class OcppService:
                 # Every log line of this connection's tasks names it (autimit_csms.logs).
                 logs.STATION.set(login[0].station_code)
                 logs.CONNECTION.set(next(self._connection_ids))
-                await self._upgrade(_Replay(stream, head[0] + head[1]), *login,
-                                    f"{peer[0]}:{peer[1]}")
+                await self._upgrade(stream, head[0] + head[1], *login, f"{peer[0]}:{peer[1]}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
             pass  # the peer left before our answer
         except Exception:
@@ -219,27 +218,24 @@ class OcppService:
             raise _Refused(503, [(b"Retry-After", RETRY_AFTER)], "over_limit")
         return code, headers.get(b"authorization")
 
-    async def _upgrade(self, stream: _Replay, ctx: StationContext, relaxed: bool,
-                       remote: str) -> None:
-        async with trio.open_nursery() as nursery:
-            request: WebSocketRequest | None = None
-            with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                request = await wrap_server_stream(
-                    nursery, stream, max_message_size=self.settings.max_frame_bytes)
-            if request is not None and not self._stopping:
-                await self._run_session(request, ctx, relaxed, remote)
-            nursery.cancel_scope.cancel()  # the reader task, whatever state it is in
-
-    async def _run_session(self, request: WebSocketRequest, ctx: StationContext,
-                           relaxed: bool, remote: str) -> None:
-        if SUBPROTOCOL not in request.proposed_subprotocols:
-            # OCPP-J §3.1.2: complete the handshake without the header, then close.
-            ws = await request.accept()
-            log.info("%s offered no %s subprotocol (%s); closed", ctx.station_code, SUBPROTOCOL,
-                     ", ".join(request.proposed_subprotocols) or "none")
-            await ws.aclose(1002, f"subprotocol {SUBPROTOCOL} required")
+    async def _upgrade(self, stream: trio.abc.Stream, request: bytes, ctx: StationContext,
+                       relaxed: bool, remote: str) -> None:
+        ws = WebSocket(stream, max_message_bytes=self.settings.max_frame_bytes)
+        upgrade = ws.read_request(request)
+        if upgrade is None:  # admissible HTTP, but not a valid WebSocket upgrade
+            await stream.send_all(_response(400, []))
             return
-        ws = await request.accept(subprotocol=SUBPROTOCOL)
+        if self._stopping:
+            return
+        if SUBPROTOCOL not in upgrade.subprotocols:
+            # OCPP-J §3.1.2: complete the handshake without the header, then close.
+            await ws.accept(None)
+            log.info("%s offered no %s subprotocol (%s); closed", ctx.station_code, SUBPROTOCOL,
+                     ", ".join(upgrade.subprotocols) or "none")
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await ws.aclose(1002, f"subprotocol {SUBPROTOCOL} required")
+            return
+        await ws.accept(SUBPROTOCOL)
         settings = self.settings
         pace = (Pace(settings.max_calls_per_second, settings.call_burst)
                 if settings.max_calls_per_second > 0 else None)
@@ -358,7 +354,7 @@ async def _read_head(stream: trio.abc.Stream) -> tuple[bytes, bytes] | None:
 
 def _parse_head(head: bytes) -> tuple[str, dict[bytes, bytes]] | None:
     """Path and headers (lower-case names, first wins) of a GET upgrade; None if not one.
-    Only what admission needs: trio-websocket validates the rest afterwards."""
+    Only what admission needs: wsproto validates the rest afterwards."""
     request_line, *lines = head[:-4].split(b"\r\n")
     parts = request_line.split(b" ")
     if len(parts) != 3 or parts[0] != b"GET" or not parts[2].startswith(b"HTTP/1."):
@@ -384,25 +380,3 @@ def _response(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-class _Replay(trio.abc.Stream):
-    """A stream whose first bytes were already read: it gives them back first."""
-
-    def __init__(self, stream: trio.abc.Stream, already_read: bytes) -> None:
-        self._stream, self._pending = stream, already_read
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if not self._pending:
-            return bytes(await self._stream.receive_some(max_bytes))
-        await trio.lowlevel.checkpoint()
-        data = self._pending[:max_bytes] if max_bytes else self._pending
-        self._pending = self._pending[len(data):]
-        return data
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .. import logs
 from ..db import SQL, DatabaseError
@@ -36,6 +35,7 @@ from ..ocpp16 import (
 )
 from ..ocpp16.codec import redact_for_log
 from .limits import Pace
+from .websocket import ConnectionClosed, WebSocket
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Metrics:
 
 
 class StationSession:
-    def __init__(self, ws: WebSocketConnection, protocol: OcppProtocol, ctx: StationContext,
+    def __init__(self, ws: WebSocket, protocol: OcppProtocol, ctx: StationContext,
                  registry: SessionRegistry, remote: str = "?", *,
                  pace: Pace | None = None) -> None:
         self._pace = pace
@@ -115,7 +115,8 @@ class StationSession:
                 try:
                     message = await self.ws.get_message()
                 except ConnectionClosed as closed:
-                    self._closing = f"closed by peer ({closed.reason.code})"
+                    self._closing = (f"closed by peer ({closed.code})" if closed.by_peer
+                                     else f"closed: {closed.reason} ({closed.code})")
                     return
             self._read_scope = None
             if self._closing is not None:
@@ -218,7 +219,7 @@ class StationSession:
                 await self._send(text)
                 return await receive.receive()
             except trio.EndOfChannel:  # the session ended first (see _finish)
-                raise ConnectionClosed(self.ws.closed) from None
+                raise self.ws.closed or ConnectionClosed(1006, "session ended") from None
             finally:
                 self._answer = None
                 if self.protocol.outstanding_call == unique_id:

@@ -18,6 +18,7 @@ from trio_websocket import ConnectionClosed
 
 from autimit_csms.db import Database
 from autimit_csms.server import Server
+from autimit_csms.stations.websocket import ConnectionClosed as SessionClosed
 
 from ..conftest import ADMIN_TOKEN, server_settings
 from .conftest import Provisioned, basic, boot, connect
@@ -26,7 +27,7 @@ from .conftest import Provisioned, basic, boot, connect
 async def test_shutdown_with_a_charger_and_an_idle_api_connection_needs_no_grace(
         api: httpx.AsyncClient, server: Server, station: Provisioned, db: Database,
         db_url: str) -> None:
-    waiting_call: list[ConnectionClosed] = []
+    waiting_call: list[SessionClosed] = []
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
         with trio.fail_after(25):  # a safety net only: the assertion is grace_expired
             async with trio.open_nursery() as nursery:
@@ -43,7 +44,7 @@ async def test_shutdown_with_a_charger_and_an_idle_api_connection_needs_no_grace
                     async def command_in_flight() -> None:  # the charger never answers it
                         try:
                             await session.call("Reset", {"type": "Soft"})
-                        except ConnectionClosed as closed:
+                        except SessionClosed as closed:
                             waiting_call.append(closed)
 
                     nursery.start_soon(command_in_flight)
