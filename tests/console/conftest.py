@@ -33,6 +33,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 DRIVERS = ("chromedriver", "chromium-driver")
 WAIT = 15.0  # seconds a page may take to show what a test waits for
 TAKEN: list[Path] = []  # screenshots of this run
+CLEARED: list[Path] = []  # the artifacts folder, once emptied
 
 
 def artifacts_dir() -> Path:
@@ -78,7 +79,8 @@ class Console:
             except Exception as err:  # noqa: BLE001 - a page still loading
                 last = err
             time.sleep(0.1)
-        self.shot(f"failed-{what.replace(' ', '-')[:40]}")
+        if self.driver is not None:
+            self.shot(f"failed-{what.replace(' ', '-')[:40]}")
         raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
 
     def css(self, selector: str) -> Any:
@@ -103,7 +105,7 @@ class Console:
         path = self.shots / f"{name}.png"
         width, height = self.driver.execute_script(
             "const e = document.documentElement;"
-            " return [e.clientWidth, Math.max(e.scrollHeight, document.body.scrollHeight)];")
+            " return [window.innerWidth, Math.max(e.scrollHeight, document.body.scrollHeight)];")
         shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
             "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 6000), "scale": 1}})
@@ -166,19 +168,65 @@ class Console:
         return r.json()  # type: ignore[no-any-return]
 
 
+def shots_dir() -> Path:
+    """The artifacts folder, emptied of earlier runs' pictures once per test run."""
+    shots = artifacts_dir()
+    shots.mkdir(parents=True, exist_ok=True)
+    if not CLEARED:
+        for old in shots.glob("*.png"):
+            old.unlink()
+        CLEARED.append(shots)
+    return shots
+
+
 @pytest.fixture(scope="module")
-def console(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+def backend(pg: LocalPostgres) -> Iterator[Console]:
+    """`autimit-csms serve` on a fresh database, its admin client, no browser yet;
+    simulated chargers started by the tests are stopped (gracefully) at the end."""
+    with serve(pg, "serve", env={"AUTIMIT_COMMAND_TIMEOUT": "5",
+                                 "AUTIMIT_HEARTBEAT_INTERVAL": "30"}) as (base, ocpp_port, _):
+        with httpx.Client(base_url=base, timeout=30,
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
+            running = Console(base, f"ws://127.0.0.1:{ocpp_port}/ocpp/1.6", admin, None,
+                              shots_dir())
+            try:
+                yield running
+            finally:
+                for proc in running.simulators:
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGINT)
+                for proc in running.simulators:
+                    try:
+                        proc.communicate(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> tuple[str, str]:
+    """Chromium and its driver, or a skip (a failure with AUTIMIT_REQUIRE_BROWSER=1)."""
     browser, driver_path = find(BROWSERS), find(DRIVERS)
     if browser is None or driver_path is None:
         _missing("no chromium/chromedriver on PATH (Debian: apt-get install chromium "
                  "chromium-driver)")
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        import selenium  # noqa: F401
     except ImportError:
         _missing("selenium is not installed (requirements.lock)")
+    assert browser and driver_path
+    return browser, driver_path
+
+
+@pytest.fixture(scope="module")
+def console(chromium: tuple[str, str], backend: Console,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    """The server with headless Chromium (selenium + chromium-driver) on its console."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     options = webdriver.ChromeOptions()
-    options.binary_location = browser
+    options.binary_location = chromium[0]
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1280,900", "--no-first-run", "--disable-extensions",
                 "--lang=en-GB"):
@@ -187,33 +235,48 @@ def console(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iter
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    shots = artifacts_dir()
-    shots.mkdir(parents=True, exist_ok=True)
-    for old in shots.glob("*.png"):  # this run's pictures only
-        old.unlink()
-    with serve(pg, "serve", env={"AUTIMIT_COMMAND_TIMEOUT": "5",
-                                 "AUTIMIT_HEARTBEAT_INTERVAL": "30"}) as (base, ocpp_port, _):
-        driver = webdriver.Chrome(options=options, service=Service(driver_path))
-        driver.downloads = downloads  # type: ignore[attr-defined]
-        try:
-            with httpx.Client(base_url=base, timeout=30,
-                              headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
-                running = Console(base, f"ws://127.0.0.1:{ocpp_port}/ocpp/1.6", admin, driver,
-                                  shots)
-                try:
-                    yield running
-                finally:
-                    for proc in running.simulators:
-                        if proc.poll() is None:
-                            proc.send_signal(signal.SIGINT)
-                    for proc in running.simulators:
-                        try:
-                            proc.communicate(timeout=10)
-                        except subprocess.TimeoutExpired:
-                            proc.kill()
-                            proc.communicate()
-        finally:
-            driver.quit()
+    driver = webdriver.Chrome(options=options, service=Service(chromium[1]))
+    driver.downloads = downloads  # type: ignore[attr-defined]
+    backend.driver = driver
+    try:
+        yield backend
+    finally:
+        backend.driver = None
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def charger(backend: Console, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A station with a simulated charger connected for the whole module."""
+    station = backend.provision("CON-LIVE")
+    backend.simulate(station["code"], station["secret"], tmp_path_factory.mktemp("sim"),
+                     "--scenario", "boot", "--duration", "600", "--connectors", "2")
+    backend.wait_for(lambda: backend.station(station["id"])["runtime"]["status"] == "online",
+                     "the live charger to connect")
+    return station
+
+
+@pytest.fixture(scope="module")
+def finished_session(backend: Console, tmp_path_factory: pytest.TempPathFactory
+                     ) -> dict[str, Any]:
+    """A station whose simulated charger runs one charging session (10 charger-minutes at
+    60x: about 10 s of real time, a reading every 30 charger-seconds); started when first
+    asked for, waited for by `wait_session_done`."""
+    station = backend.provision("CON-SESSION", connectors=1)
+    backend.simulate(station["code"], station["secret"], tmp_path_factory.mktemp("sim"),
+                     "--scenario", "session", "--charge-duration", "600",
+                     "--meter-interval", "30", "--speed", "60", "--pause", "0",
+                     "--connectors", "1")
+    return station
+
+
+def wait_session_done(backend: Console, station: dict[str, Any]) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        r = backend.admin.get("/api/sessions", params={"stationId": station["id"]})
+        items = r.json()["items"]
+        return items[0] if items and items[0]["status"] == "completed" else None
+
+    return backend.wait_for(done, "the simulated session to finish", seconds=40)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

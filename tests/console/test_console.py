@@ -17,46 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from ..test_cli import TOKEN
-from .conftest import Console
+from .conftest import Console, wait_session_done
 
 SECRET = re.compile(r"[A-Za-z0-9]{16,40}")
-
-
-@pytest.fixture(scope="module")
-def charger(console: Console, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A station with a simulated charger connected for the whole module."""
-    station = console.provision("CON-LIVE")
-    console.simulate(station["code"], station["secret"], tmp_path_factory.mktemp("sim"),
-                     "--scenario", "boot", "--duration", "600", "--connectors", "2")
-    console.wait_for(lambda: console.station(station["id"])["runtime"]["status"] == "online",
-                     "the live charger to connect")
-    return station
-
-
-@pytest.fixture(scope="module")
-def finished_session(console: Console, tmp_path_factory: pytest.TempPathFactory
-                     ) -> dict[str, Any]:
-    """A station whose simulated charger ran one charging session (10 charger-minutes at
-    60x: about 10 s of real time, a reading every 30 charger-seconds)."""
-    station = console.provision("CON-SESSION", connectors=1)
-    proc = console.simulate(station["code"], station["secret"],
-                            tmp_path_factory.mktemp("sim"), "--scenario", "session",
-                            "--charge-duration", "600", "--meter-interval", "30",
-                            "--speed", "60", "--pause", "0", "--connectors", "1")
-    station["proc"] = proc
-    return station
-
-
-def wait_session_done(console: Console, station: dict[str, Any]) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        r = console.admin.get("/api/sessions", params={"stationId": station["id"]})
-        items = r.json()["items"]
-        return items[0] if items and items[0]["status"] == "completed" else None
-
-    return console.wait_for(done, "the simulated session to finish", seconds=40)
 
 
 def test_sign_in_keeps_the_token_in_the_tab_only(page: Console,
@@ -320,9 +285,15 @@ def test_phone_width(page: Console, charger: dict[str, Any]) -> None:
             page.open(fragment)
             page.visible(ready)
             time.sleep(0.3)
-            width = page.driver.execute_script(
-                "return [document.documentElement.scrollWidth, window.innerWidth]")
-            assert width[0] <= width[1], (name, width)  # tables scroll inside their card
+            # nothing sticks out sideways: wide tables scroll inside their card
+            wide = page.driver.execute_script("""
+                const edge = document.documentElement.clientWidth;
+                return [...document.querySelectorAll('body *')].filter((el) => {
+                    const box = el.getBoundingClientRect();
+                    return box.width && box.right > edge + 0.5
+                        && !el.closest('.table-wrap');
+                }).map((el) => el.tagName + '.' + el.className + ' ' + el.id).slice(0, 8);""")
+            assert wide == [], (name, wide)
             page.shot(f"14-phone-{name}")
     finally:
         page.driver.set_window_size(1280, 900)
@@ -336,3 +307,62 @@ def test_api_errors_read_as_words(page: Console) -> None:
     r = httpx.get(f"{page.base}/api/stations/00000000-0000-4000-8000-000000000000",
                   headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.json()["error"]["message"] not in error  # not the raw API text either
+
+
+def test_rotating_the_secret_and_deactivating(page: Console) -> None:
+    station = page.provision("CON-ROTATE")
+    page.sign_in(TOKEN)
+    page.open(f"#/stations/{station['id']}")
+    page.visible("#rotate-secret").click()
+    page.wait_for(lambda: page.driver.switch_to.alert, "the confirmation").accept()
+    page.visible("#secret-panel")
+    secret = page.css("#secret-value").get_attribute("value")
+    assert SECRET.fullmatch(secret) and secret != station["secret"]
+    assert "no longer works" in page.text_of("#secret-panel")
+    page.shot("15-secret-rotated")
+    page.css("#deactivate").click()
+    page.wait_for(lambda: page.driver.switch_to.alert, "the confirmation").accept()
+    page.visible("#activate")
+    assert page.station(station["id"])["isActive"] is False
+    assert "deactivated" in page.text_of("#station-head")
+    page.open("#/stations")
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.visible("#station-filter")).select_by_value("inactive")
+    page.wait_for(lambda: "CON-ROTATE" in page.text_of("#stations-list"), "the filter")
+    assert "CON-LIVE" not in page.text_of("#stations-list")
+    page.css("#station-search").send_keys("no-such-station")
+    page.wait_for(lambda: "No station matches" in page.text_of("#stations-list"), "the search")
+
+
+def test_a_charger_that_does_not_answer(page: Console) -> None:
+    """A charger that connects and then never answers: "No answer", after the server's
+    --command-timeout (5 s here)."""
+    import base64 as b64
+    import threading
+
+    from selenium.webdriver.support.ui import Select
+    from websockets.sync.client import connect
+
+    station = page.provision("CON-MUTE")
+    auth = b64.b64encode(f"CON-MUTE:{station['secret']}".encode()).decode()
+    with connect(f"{page.ocpp_url}/CON-MUTE", subprotocols=["ocpp1.6"],
+                 additional_headers={"Authorization": f"Basic {auth}"}) as ws:
+        heard: list[str] = []
+        reader = threading.Thread(target=lambda: [heard.append(str(m)) for m in ws],
+                                  daemon=True)
+        reader.start()
+        page.wait_for(lambda: page.station(station["id"])["runtime"]["status"] == "online",
+                      "the mute charger online")
+        page.sign_in(TOKEN)
+        page.open(f"#/stations/{station['id']}")
+        Select(page.visible("#command-action")).select_by_value("ClearCache")
+        page.css("#command-send").click()
+        page.visible("#command-waiting")
+        assert page.css("#command-send").get_attribute("disabled") is not None
+        result = page.wait_for(lambda: page.css("#command-result"), "no answer", seconds=20)
+        assert result.get_attribute("data-outcome") == "no-answer"
+        assert "No answer from the charger" in result.text
+        assert any('"ClearCache"' in m for m in heard)  # it was sent, just not answered
+        page.wait_for(lambda: "timeout" in page.text_of("#command-history"), "the history")
+        page.shot("16-command-no-answer")
