@@ -1,9 +1,10 @@
-"""The operator console in a real headless browser: Debian's chromium driven by selenium
-through chromium-driver, against a real `autimit-csms serve` (the console script, on a
-fresh database of the test PostgreSQL) and simulated chargers (`autimit-csms simulate`).
+"""The operator console in real headless browsers: Debian's chromium driven by selenium
+through chromium-driver (and firefox-esr over WebDriver BiDi, test_firefox.py), against
+one real `autimit-csms serve` (the console script, on a fresh database of the test
+PostgreSQL) and simulated chargers (`autimit-csms simulate`), shared by the package.
 
-Without chromium/chromedriver the tests skip with the reason; .ci/run installs both as
-root and sets AUTIMIT_REQUIRE_BROWSER=1, which turns their absence into a failure.
+Without the browsers the tests skip with the reason; .ci/run installs them as root and
+sets AUTIMIT_REQUIRE_BROWSER=1, which turns their absence into a failure.
 Screenshots of each page go to $AUTIMIT_ARTIFACTS/console (default
 test-artifacts/console under the repository); the path is printed at the end.
 """
@@ -179,10 +180,11 @@ def shots_dir() -> Path:
     return shots
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def backend(pg: LocalPostgres) -> Iterator[Console]:
-    """`autimit-csms serve` on a fresh database, its admin client, no browser yet;
-    simulated chargers started by the tests are stopped (gracefully) at the end."""
+    """`autimit-csms serve` on a fresh database, its admin client, no browser yet; one for
+    all the console tests (Chromium's and Firefox's). Simulated chargers started by the
+    tests are stopped (gracefully) at the end."""
     with serve(pg, "serve", env={"AUTIMIT_COMMAND_TIMEOUT": "5",
                                  "AUTIMIT_HEARTBEAT_INTERVAL": "30"}) as (base, ocpp_port, _):
         with httpx.Client(base_url=base, timeout=30,
@@ -245,7 +247,7 @@ def console(chromium: tuple[str, str], backend: Console,
         driver.quit()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def charger(backend: Console, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A station with a simulated charger connected for the whole module."""
     station = backend.provision("CON-LIVE")
@@ -256,7 +258,7 @@ def charger(backend: Console, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return station
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def finished_session(backend: Console, tmp_path_factory: pytest.TempPathFactory
                      ) -> dict[str, Any]:
     """A station whose simulated charger runs one charging session (10 charger-minutes at
