@@ -4,6 +4,13 @@ Owns: batching many stations' write rules into one transaction, and answering
 each waiter only after its batch committed (DESIGN.md durability rule). A batch
 that fails on one item is retried item by item, so one bad row costs its own
 charger a CALLERROR and nobody else anything. It must not decide what to write.
+
+Two batches may be in flight at once (IN_FLIGHT): while one commits, the next is
+gathered and sent, so a charger's round trip is not one whole commit longer than
+it must be. Order still holds where it matters: a waiter submits its next write
+only after its previous one committed (one CALL in flight per charger), and the
+rules that two connections of one station may race on are guarded in their SQL
+(station_disconnected); a rare deadlock between two batches is retried item by item.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ class WriterStats:
     def items(self) -> int:
         """Write rules committed or failed, all batches."""
         return int(self.batch_sizes.total)
+
+
+IN_FLIGHT = 2  # batches committing at once; A/B in docs/performance.md
 
 
 class GroupCommitWriter:
@@ -89,15 +99,23 @@ class GroupCommitWriter:
         """
         task_status.started()
         with trio.CancelScope(shield=True):
-            async with self._receive:
+            async with self._receive, trio.open_nursery() as batches:
+                slots = trio.Semaphore(IN_FLIGHT)
                 async for first in self._receive:
+                    await slots.acquire()  # meanwhile more items queue for this batch
                     batch = [first]
                     while len(batch) < self._max_batch:
                         try:
                             batch.append(self._receive.receive_nowait())
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
-                    await self._commit(batch)
+                    batches.start_soon(self._commit_and_release, batch, slots)
+
+    async def _commit_and_release(self, batch: list[_Item], slots: trio.Semaphore) -> None:
+        try:
+            await self._commit(batch)
+        finally:
+            slots.release()
 
     async def _commit(self, batch: list[_Item]) -> None:
         started = time.perf_counter()
