@@ -114,11 +114,15 @@ function route() {
 
 window.addEventListener("hashchange", route);
 
-function updatedLine() {
+function updatedLine(every = POLL_MS) {
   const el = h("p", { class: "updated", id: "updated", "aria-live": "polite" }, "Loading…");
   return {
     el,
-    ok() { el.textContent = `Updated ${new Date().toLocaleTimeString()} · refreshes every ${POLL_MS / 1000} s`; el.classList.remove("error"); },
+    ok() {
+      el.textContent = `Updated ${new Date().toLocaleTimeString()}`
+        + (every ? ` · refreshes every ${every / 1000} s` : "");
+      el.classList.remove("error");
+    },
     failed(error) { el.textContent = `Not updated: ${plainWords(error)}`; el.classList.add("error"); },
   };
 }
@@ -613,33 +617,69 @@ async function sessionsPage(view, current) {
 }
 
 async function sessionPage(view, current, sessionId) {
-  const s = (await api("GET", `/sessions/${sessionId}`)).data;
+  let s = (await api("GET", `/sessions/${sessionId}`)).data;
   if (!current.alive) return;
+  const facts = h("dl", { class: "facts", id: "session-facts" });
+  const actions = h("div", { id: "session-actions" });
   const powerChart = h("div", { class: "chart", id: "session-power-chart" });
   const energyChart = h("div", { class: "chart", id: "session-energy-chart" });
+  const status = updatedLine(s.status === "active" ? POLL_MS * 2 : 0);
   view.append(
-    h("h1", {}, `Session ${s.transactionId} at `, link(`#/stations/${s.stationId}`, s.stationCode)),
-    h("section", { class: "card" }, h("dl", { class: "facts", id: "session-facts" },
+    h("div", { class: "row spread" },
+      h("h1", {}, `Session ${s.transactionId} at `, link(`#/stations/${s.stationId}`, s.stationCode)),
+      status.el),
+    h("section", { class: "card" }, facts, actions),
+    h("section", { class: "card" }, h("h2", {}, "Power and energy"),
+      h("div", { class: "grid two" }, powerChart, energyChart)));
+  const drawFacts = () => {
+    replace(facts,
       h("dt", {}, "Status"), h("dd", {}, badge(s.status), s.billingStatus === "review" ? ` for review: ${s.reviewReason}` : ""),
       h("dt", {}, "Connector"), h("dd", {}, String(s.connectorNumber)),
       h("dt", {}, "Id tag"), h("dd", {}, `${s.idTag} (${s.idTagStatus})`),
       h("dt", {}, "Started"), h("dd", {}, when(s.startedAt)),
       h("dt", {}, "Stopped"), h("dd", {}, s.stoppedAt ? `${when(s.stoppedAt)} (${s.stopReason || "no reason given"})` : "still charging"),
-      h("dt", {}, "Energy"), h("dd", { id: "session-energy" }, kwh(s.energyWh)),
-      h("dt", {}, "Duration"), h("dd", {}, duration(s.durationSeconds)),
+      h("dt", {}, "Energy"), h("dd", { id: "session-energy" }, `${kwh(s.energyWh)}${s.status === "active" ? " so far" : ""}`),
+      h("dt", {}, "Duration"), h("dd", {}, s.status === "active"
+        ? `${duration((Date.now() - new Date(s.startedAt)) / 1000)} so far` : duration(s.durationSeconds)),
       h("dt", {}, "Meter"), h("dd", {}, `${s.meterStartWh} Wh → ${s.meterStopWh ?? "…"} Wh`),
-      h("dt", {}, "Billing"), h("dd", {}, s.billingStatus))),
-    h("section", { class: "card" }, h("h2", {}, "Power and energy"),
-      h("div", { class: "grid two" }, powerChart, energyChart)));
-  const start = new Date(s.startedAt).getTime();
-  const end = s.stoppedAt ? new Date(s.stoppedAt).getTime() : Date.now();
-  const bucket = bucketFor(start, end, 200);
-  const { data } = await api("GET", `/sessions/${s.id}/meter-values`, { params: {
-    bucket, limit: 10000, measurand: "Power.Active.Import,Energy.Active.Import.Register" } });
-  if (!current.alive) return;
-  const series = meterSeries(data.items, s.meterStartWh);
-  lineChart(powerChart, { title: "Power", unit: "kW", series: series.power, zero: true });
-  lineChart(energyChart, { title: "Energy delivered", unit: "kWh", series: series.energy, zero: true });
+      h("dt", {}, "Billing"), h("dd", {}, s.billingStatus));
+    // An operator closes a session whose StopTransaction never came (the charger is not told).
+    replace(actions, s.status !== "active" ? null : h("button", {
+      type: "button", class: "secondary", id: "close-session", onclick: async () => {
+        const reason = prompt("Close this session without its StopTransaction (e.g. the charger "
+          + "was replaced)? It is closed now for billing review; the charger is not told "
+          + "(send RemoteStopTransaction for that). Reason:");
+        if (!reason || !reason.trim()) return;
+        try {
+          s = (await api("POST", `/sessions/${s.id}/close`, { body: { reason: reason.trim() } })).data;
+          drawFacts();
+        } catch (error) { replace(actions, errorBox(error)); }
+      } }, "Close this session…"));
+  };
+  const drawCharts = async () => {
+    const start = new Date(s.startedAt).getTime();
+    const end = s.stoppedAt ? new Date(s.stoppedAt).getTime() : Date.now();
+    const { data } = await api("GET", `/sessions/${s.id}/meter-values`, { params: {
+      bucket: bucketFor(start, end, 200), limit: 10000,
+      measurand: "Power.Active.Import,Energy.Active.Import.Register" } });
+    if (!current.alive) return;
+    const series = meterSeries(data.items, s.meterStartWh);
+    dropCharts();
+    const span = [start / 1000, end / 1000];
+    lineChart(powerChart, { title: "Power", unit: "kW", series: series.power, span, zero: true });
+    lineChart(energyChart, { title: "Energy delivered", unit: "kWh", series: series.energy, span, zero: true });
+    status.ok();
+  };
+  drawFacts();
+  await drawCharts();
+  if (s.status === "active") {
+    current.onError = (error) => status.failed(error);
+    current.every(POLL_MS * 2, async () => {
+      s = (await api("GET", `/sessions/${s.id}`)).data;
+      drawFacts();
+      await drawCharts();
+    });
+  }
 }
 
 // ------------------------------------------------------------------ id tags

@@ -126,6 +126,26 @@ def test_commands_show_the_chargers_answer_or_offline(page: Console,
     page.wait_for(lambda: "TriggerMessage" in page.text_of("#command-history"),
                   "the command in the history")
 
+    # start charging remotely: the page shows the session, which an operator can close
+    Select(page.css("#command-action")).select_by_value("RemoteStartTransaction")
+    page.css("#command-form input[name=idTag]").send_keys("SIMTAG")
+    page.css("#command-form input[name=connectorId]").send_keys("2")
+    page.css("#command-send").click()
+    page.wait_for(lambda: "Accepted" in page.text_of("#command-result"), "RemoteStart accepted")
+    link = page.wait_for(lambda: page.css("#station-active a"), "the active session")
+    assert "SIMTAG" in page.text_of("#station-active")
+    link.click()
+    page.wait_for(lambda: "so far" in page.text_of("#session-energy"), "the live session page")
+    page.css("#close-session").click()
+    alert = page.wait_for(lambda: page.driver.switch_to.alert, "the reason prompt")
+    alert.send_keys("test: charger replaced")
+    alert.accept()
+    page.wait_for(lambda: "for review: closed by admin: test: charger replaced"
+                  in page.text_of("#session-facts"), "the session closed")
+    assert not page.all("#close-session")
+    page.open(f"#/stations/{charger['id']}")
+    page.visible("#command-form")
+
     Select(page.css("#command-action")).select_by_value("GetConfiguration")
     page.css("#command-form input[name=key]").send_keys("HeartbeatInterval, NoSuchKey")
     page.css("#command-send").click()
