@@ -132,11 +132,13 @@ function updatedLine(every = POLL_MS) {
 async function overviewPage(view, current) {
   const tiles = h("div", { class: "tiles", id: "overview-tiles" });
   const connectors = h("div", { class: "tiles", id: "overview-connectors" });
+  const attention = h("div", { id: "overview-attention" }, h("p", { class: "muted" }, "Loading…"));
   const status = updatedLine();
   view.append(
     h("div", { class: "row spread" }, h("h1", {}, "Overview"), status.el),
     h("section", { class: "card" }, h("h2", {}, "Stations and sessions"), tiles),
     h("section", { class: "card" }, h("h2", {}, "Connectors by status"), connectors),
+    h("section", { class: "card" }, h("h2", {}, "Needs attention"), attention),
     h("p", { class: "muted small" }, "Energy and sessions count from today 00:00 on this "
       + "computer's clock; energy is each session's meter reading (so far, for active ones)."));
   const tile = (label, value, kind, id) => h("div", { class: `tile ${kind || ""}`, id },
@@ -160,9 +162,27 @@ async function overviewPage(view, current) {
       : h("p", { class: "muted" }, "No connectors yet: provision a station."));
     status.ok();
   };
+  // Active stations that are not online, worst first: what an operator goes to look at.
+  const loadAttention = async () => {
+    const stations = await all("/stations");
+    if (!current.alive) return;
+    const rank = { faulted: 0, offline: 1, unavailable: 2 };
+    const trouble = stations.filter((s) => s.isActive && s.runtime.status !== "online")
+      .sort((a, b) => rank[a.runtime.status] - rank[b.runtime.status]
+        || (a.runtime.lastSeenAt || "").localeCompare(b.runtime.lastSeenAt || ""));
+    replace(attention, trouble.length ? [
+      table(["Station", "Status", "Last seen", "Last error"], trouble.slice(0, 10).map((s) => [
+        link(`#/stations/${s.id}`, s.stationCode), badge(s.runtime.status),
+        s.runtime.lastSeenAt ? ago(s.runtime.lastSeenAt) : "never connected",
+        s.runtime.lastErrorCode || "—"]),
+      { onRow: (i) => { location.hash = `#/stations/${trouble[i].id}`; } }),
+      trouble.length > 10 ? link("#/stations", `All ${trouble.length} stations that are not online…`) : null,
+    ] : h("p", { class: "muted" }, "Every active station is online."));
+  };
   current.onError = (error) => status.failed(error);
-  await load().catch((error) => status.failed(error));
+  await Promise.all([load(), loadAttention()]).catch((error) => status.failed(error));
   current.every(POLL_MS, load);
+  current.every(POLL_MS * 5, loadAttention);
 }
 
 // ------------------------------------------------------------------ stations list
@@ -286,7 +306,8 @@ function answerView(command) {
   const parts = [];
   if (answer.status) parts.push(h("p", { class: "headline" }, "The charger answered: ", badge(answer.status, answer.status)));
   if (Array.isArray(answer.configurationKey)) {
-    parts.push(h("p", { class: "headline" }, `The charger answered with ${answer.configurationKey.length} keys`));
+    const n = answer.configurationKey.length;
+    parts.push(h("p", { class: "headline" }, `The charger answered with ${n} key${n === 1 ? "" : "s"}`));
     parts.push(table(["Key", "Value", "Read-only"], answer.configurationKey.map((k) => [
       k.key, h("td", { class: "wrap" }, k.value ?? "—"), k.readonly ? "yes" : "no"])));
   }
@@ -295,6 +316,19 @@ function answerView(command) {
   }
   if (!parts.length) parts.push(h("p", { class: "headline" }, "The charger answered (no status in its answer)."));
   return parts;
+}
+
+// One line for the history: the charger's status, what it returned, or the error.
+function answerSummary(command) {
+  const answer = command.response;
+  if (answer?.status) return answer.status;
+  if (Array.isArray(answer?.configurationKey)) {
+    const n = answer.configurationKey.length;
+    const unknown = answer.unknownKey?.length ? `, ${answer.unknownKey.length} unknown` : "";
+    return `${n} key${n === 1 ? "" : "s"}${unknown}`;
+  }
+  if (command.error) return `${command.error.code}: ${command.error.message || "no details"}`;
+  return answer ? "answered" : "—";
 }
 
 function commandOutcome(command) {
@@ -496,7 +530,7 @@ async function stationPage(view, current, stationId) {
     replace(historyBox, table(["When", "Command", "By", "Outcome", "Answer"],
       data.items.map((c) => [when(c.createdAt), c.action, c.requestedBy,
         badge(c.status === "offline" ? "offline" : c.status, c.status === "offline" ? "offline-cmd" : c.status),
-        h("td", { class: "wrap" }, c.response?.status || (c.error ? `${c.error.code}: ${c.error.message}` : "—"))]),
+        h("td", { class: "wrap" }, answerSummary(c))]),
       { empty: "No commands sent yet." }));
   }
 

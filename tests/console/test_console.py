@@ -279,6 +279,9 @@ def test_an_account_key_sees_only_its_account(page: Console, charger: dict[str, 
     page.open("#/overview")
     page.wait_for(lambda: page.text_of("#tile-offline .value") == "1", "its own overview")
     assert page.text_of("#tile-online .value") == "0"  # CON-LIVE is another account's
+    attention = page.wait_for(lambda: "CON-KEY-1" in page.text_of("#overview-attention")
+                              and page.text_of("#overview-attention"), "the station to look at")
+    assert "never connected" in attention and "CON-SESSION" not in attention
 
 
 def test_sign_out_forgets_the_token(page: Console) -> None:
