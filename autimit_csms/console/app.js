@@ -9,6 +9,7 @@ import {
 import { bucketFor, dropCharts, lineChart, meterSeries, timeline } from "./charts.js";
 
 const POLL_MS = 4000;
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const $ = (id) => document.getElementById(id);
 
 let me = null;           // GET /api/me of the signed-in token
@@ -100,7 +101,9 @@ function route() {
     const match = hash.match(pattern);
     if (match) {
       for (const a of document.querySelectorAll("#nav a")) {
-        a.classList.toggle("current", hash.startsWith(a.getAttribute("href")));
+        const here = hash.startsWith(a.getAttribute("href"));
+        a.classList.toggle("current", here);
+        if (here) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
       }
       const { view, current } = newPage();
       render(view, current, ...match.slice(1)).catch((error) => {
@@ -228,7 +231,7 @@ async function stationsPage(view, current) {
         s.runtime.firmwareVersion].some((v) => v && v.toLowerCase().includes(words));
     });
     replace(list,
-      h("p", { class: "muted small" }, `${shown.length} of ${stations.length} stations`),
+      h("p", { class: "muted small" }, `${shown.length} of ${plural(stations.length, "station")}`),
       table(["Station", "Status", "Connectors", "Last heartbeat", "Firmware", "Location", "Model"],
         shown.map((s) => [
           link(`#/stations/${s.id}`, s.stationCode),
@@ -608,7 +611,7 @@ async function sessionsPage(view, current) {
       h("option", { value: "true" }, "Charging now"), h("option", { value: "false" }, "Finished"))),
     h("label", {}, "Started from", h("input", { name: "from", type: "datetime-local" })),
     h("label", {}, "Started before", h("input", { name: "to", type: "datetime-local" })),
-    h("div", { class: "row" }, h("button", { type: "submit" }, "Filter"),
+    h("div", { class: "row actions" }, h("button", { type: "submit" }, "Filter"),
       h("button", { type: "button", class: "secondary", id: "export-csv" }, "Export CSV")));
   const list = h("div", { id: "sessions-list" });
   const more = h("button", { type: "button", class: "secondary", hidden: true }, "Show more");
@@ -631,7 +634,7 @@ async function sessionsPage(view, current) {
       shown.push(...data.items);
       next = data.nextOffset;
       more.hidden = next === null;
-      replace(list, h("p", { class: "muted small" }, `${shown.length} sessions${next === null ? "" : " (more below)"}`),
+      replace(list, h("p", { class: "muted small" }, `${plural(shown.length, "session")}${next === null ? "" : " (more below)"}`),
         sessionTable(shown));
     } catch (error) { replace(message, errorBox(error)); }
   };
@@ -644,7 +647,7 @@ async function sessionsPage(view, current) {
       const lines = [CSV_COLUMNS.map(([name]) => csvCell(name)).join(","),
         ...rows.map((s) => CSV_COLUMNS.map(([, key]) => csvCell(s[key])).join(","))];
       download(`sessions-${new Date().toISOString().slice(0, 10)}.csv`, `${lines.join("\r\n")}\r\n`, "text/csv");
-      replace(message, h("p", { class: "notice", id: "csv-done" }, `Exported ${rows.length} sessions.`));
+      replace(message, h("p", { class: "notice", id: "csv-done" }, `Exported ${plural(rows.length, "session")}.`));
     } catch (error) { replace(message, errorBox(error)); }
   });
   await load(true);
