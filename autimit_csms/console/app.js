@@ -263,7 +263,7 @@ async function stationsPage(view, current) {
 // ------------------------------------------------------------------ one station
 
 const PERIODS = [["1", "last hour"], ["6", "last 6 hours"], ["24", "last 24 hours"],
-  ["168", "last 7 days"], ["720", "last 30 days"]];
+  ["168", "last 7 days"], ["720", "last 30 days"], ["custom", "chosen dates…"]];
 
 const COMMANDS = {
   Reset: { about: "Restart the charger. Soft stops sessions first; Hard restarts at once.",
@@ -440,6 +440,12 @@ async function stationPage(view, current, stationId) {
   const secretBox = h("div", { id: "secret-box" });
   const period = h("select", { id: "period", "aria-label": "Period" },
     PERIODS.map(([v, label]) => h("option", { value: v, selected: v === "24" }, label)));
+  const customFrom = h("input", { type: "datetime-local", name: "from" });
+  const customTo = h("input", { type: "datetime-local", name: "to" });
+  const custom = h("form", { class: "row", id: "custom-period", hidden: true },
+    h("label", {}, "From", customFrom), h("label", {}, "To", customTo),
+    h("button", { type: "submit", class: "secondary" }, "Show"));
+  const historyError = h("div", { id: "history-error" });
   const powerChart = h("div", { class: "chart", id: "power-chart" });
   const energyChart = h("div", { class: "chart", id: "energy-chart" });
   const uptimeBox = h("div", { id: "uptime" });
@@ -458,7 +464,9 @@ async function stationPage(view, current, stationId) {
       h("section", { class: "card" }, h("h2", {}, "Send a command"), panel.form)),
     h("section", { class: "card" }, h("h2", {}, "Command history"), historyBox),
     h("section", { class: "card" },
-      h("div", { class: "row spread" }, h("h2", {}, "History"), h("label", {}, "Period", period)),
+      h("div", { class: "row spread" }, h("h2", {}, "History"),
+        h("div", { class: "row" }, h("label", {}, "Period", period), custom)),
+      historyError,
       h("div", { class: "grid two" }, powerChart, energyChart),
       h("h3", {}, "Online over the period"), uptimeBox,
       h("div", { class: "grid two" },
@@ -537,10 +545,29 @@ async function stationPage(view, current, stationId) {
       { empty: "No commands sent yet." }));
   }
 
+  const chosenRange = () => {
+    if (period.value !== "custom") {
+      const to = new Date();
+      return [new Date(to.getTime() - Number(period.value) * 3600 * 1000), to];
+    }
+    const from = new Date(customFrom.value);
+    const to = new Date(customTo.value);
+    if (Number.isNaN(from.getTime()) || Number.isNaN(to.getTime()) || from >= to) {
+      throw new Error("Choose a start and a later end.");
+    }
+    return [from, to];
+  };
+
   const loadHistory = async () => {
-    const hours = Number(period.value);
-    const to = new Date();
-    const from = new Date(to.getTime() - hours * 3600 * 1000);
+    let from;
+    let to;
+    try {
+      [from, to] = chosenRange();
+    } catch (error) {
+      replace(historyError, h("p", { class: "error" }, error.message));
+      return;
+    }
+    replace(historyError);
     const range = { from: from.toISOString(), to: to.toISOString() };
     const bucket = bucketFor(from.getTime(), to.getTime());
     const [meters, uptime, events, faults, sessions] = await Promise.all([
@@ -574,12 +601,26 @@ async function stationPage(view, current, stationId) {
     { empty: "No faults in this period." }));
     replace(sessionsBox, sessionTable(sessions, { station: false }));
   };
-  period.addEventListener("change", () => loadHistory().catch((e) => status.failed(e)));
+  const showHistory = () => loadHistory().catch((error) => replace(historyError, errorBox(error)));
+  period.addEventListener("change", () => {
+    custom.hidden = period.value !== "custom";
+    if (period.value === "custom") {
+      if (!customFrom.value) {
+        const [from, to] = [new Date(Date.now() - 86400000), new Date()];
+        const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+        customFrom.value = local(from);
+        customTo.value = local(to);
+      }
+      return;
+    }
+    showHistory();
+  });
+  custom.addEventListener("submit", (event) => { event.preventDefault(); showHistory(); });
   drawHead();
   current.onError = (error) => status.failed(error);
   await Promise.all([loadLive(), loadCommands(), loadHistory()]).catch((e) => status.failed(e));
   current.every(POLL_MS, async () => { await loadLive(); await loadCommands(); });
-  current.every(30000, loadHistory);
+  current.every(30000, async () => { if (period.value !== "custom") await loadHistory(); });
 }
 
 // ------------------------------------------------------------------ sessions

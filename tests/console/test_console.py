@@ -200,7 +200,32 @@ def test_a_finished_session_is_charted(page: Console, finished_session: dict[str
                   "the station's power chart")
     assert page.all("#uptime .timeline .seg.online")
     assert "Online" in page.text_of("#uptime")
+    # a chosen period around the session: finer buckets, more points
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.css("#period")).select_by_value("custom")
+    page.visible("#custom-period")
+    page.driver.execute_script("""
+        const local = (iso, minutes) => { const d = new Date(new Date(iso).getTime()
+            + minutes * 60000); return new Date(d.getTime() - d.getTimezoneOffset() * 60000)
+            .toISOString().slice(0, 16); };
+        const form = document.getElementById('custom-period');
+        form.elements.from.value = local(arguments[0], -1);
+        form.elements.to.value = local(arguments[1], 2);""", session["startedAt"],
+                               session["stoppedAt"])
+    page.css("#custom-period button").click()
+    page.wait_for(lambda: int(page.css("#power-chart").get_attribute("data-points")) >= 5,
+                  "the chosen period's finer chart")
+    assert int(page.css("#energy-chart").get_attribute("data-points")) >= 5
+    assert "Online" in page.text_of("#uptime")
     page.shot("08-station-history")
+    page.driver.execute_script(
+        "const f = document.getElementById('custom-period');"
+        " [f.elements.from.value, f.elements.to.value] = [f.elements.to.value,"
+        " f.elements.from.value];")
+    page.css("#custom-period button").click()
+    page.wait_for(lambda: "Choose a start and a later end" in page.text_of("#history-error"),
+                  "the refused period")
 
 
 def test_sessions_filter_and_csv_export(page: Console, finished_session: dict[str, Any]) -> None:
