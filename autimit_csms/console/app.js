@@ -587,8 +587,8 @@ async function stationPage(view, current, stationId) {
       h("p", {}, uptime.ratio === null ? "Nothing observed in this period."
         : `Online ${(uptime.ratio * 100).toFixed(1)} % of the period: ${duration(uptime.onlineSeconds)} online, ${duration(uptime.offlineSeconds)} offline.`),
       timeline(uptime.from, uptime.to, uptime.observedTo, uptime.intervals),
-      h("div", { class: "legend" }, h("span", {}, h("i", { class: "online" }), "online"),
-        h("span", {}, h("i", { class: "offline" }), "offline"),
+      h("div", { class: "legend" }, h("span", {}, h("span", { class: "swatch online" }), "online"),
+        h("span", {}, h("span", { class: "swatch offline" }), "offline"),
         h("span", {}, `${when(uptime.from)} → ${when(uptime.to)}`)));
     replace(eventsBox, table(["When", "Event", "Detail"], events.items.slice().reverse().map((e) => [
       when(e.occurredAt), badge(e.event, e.event === "connected" ? "online" : e.event === "disconnected" || e.event === "timed_out" ? "offline" : e.event),

@@ -420,3 +420,35 @@ def test_a_charger_that_does_not_answer(page: Console) -> None:
         assert any('"ClearCache"' in m for m in heard)  # it was sent, just not answered
         page.wait_for(lambda: "timeout" in page.text_of("#command-history"), "the history")
         page.shot("16-command-no-answer")
+
+
+def test_text_from_the_api_stays_text(page: Console) -> None:
+    """Markup in stored fields (a manufacturer, a location, a label) is shown as it is,
+    never run: every value reaches the page through textContent."""
+    hostile = '<img src=x onerror="window.pwned=1">'
+    account = page.post("/api/accounts", {"name": "<b>Bold</b> Ltd", "document": "X1"})
+    location = page.post("/api/locations", {
+        "accountId": account["id"], "name": "<script>window.pwned=2</script>",
+        "address": hostile, "latitude": 1, "longitude": 2})
+    made = page.post("/api/stations", {
+        "accountId": account["id"], "locationId": location["id"], "stationCode": "CON-XSS",
+        "connectors": 1, "manufacturer": hostile[:64], "model": "<i>M</i>"})
+    page.post("/api/id-tags", {"accountId": account["id"], "idTag": "<svg/onload=x>",
+                               "label": hostile})
+    page.sign_in(TOKEN)
+    for fragment, ready in ((f"#/stations/{made['station']['id']}", "#station-head"),
+                            ("#/stations", "#stations-list table"),
+                            ("#/id-tags", "#id-tags-list table"),
+                            ("#/provision", "#station-form")):
+        page.open(fragment)
+        page.visible(ready)
+        page.wait_for(lambda: "<" in page.text_of("#view"), f"the text on {fragment}")
+        text = page.text_of("#view")
+        assert page.driver.execute_script("return window.pwned") is None, fragment
+        assert not page.all("#view img, #view script, #view svg, #view b, #view i"), fragment
+        assert any(s in text for s in (hostile[:40], "<script>window.pwned=2</script>",
+                                       "<svg/onload=x>", "<b>Bold</b> Ltd")), fragment
+    page.open(f"#/stations/{made['station']['id']}")
+    page.wait_for(lambda: "<script>window.pwned=2</script>" in page.text_of("#station-head"),
+                  "the location name as text")
+    page.shot("17-markup-as-text")
