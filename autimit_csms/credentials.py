@@ -5,10 +5,11 @@ cache of successful verifications. It never logs or returns a secret or a hash.
 
 Cost factor: both kinds of secret are machine-generated with >= 140 bits of
 entropy, so bcrypt's work factor adds nothing against offline guessing (that is
-what it is for with human passwords); it is kept low (measured here: cost 5 ~
-1.7 ms, cost 12 ~ 214 ms per check) so that a cold reconnect storm of 10,000
-stations is seconds of CPU, not minutes. Hashes carry their cost, so raising
-it later only affects new secrets.
+what it is for with human passwords); it is bcrypt's minimum, 4 (measured here:
+cost 4 ~ 1.0-1.3 ms, 5 ~ 1.7-2.2 ms, 12 ~ 214 ms per check), so that a cold
+reconnect storm of 10,000 stations is seconds of CPU, not minutes (docs/performance.md).
+Hashes carry their cost: those made at 5 before still verify, and a change here
+only affects new secrets.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Final
 import bcrypt
 import trio
 
-BCRYPT_ROUNDS: Final = 5
+BCRYPT_ROUNDS: Final = 4
 SECRET_LENGTH: Final = 24  # 62**24 ~ 2**142
 _ALPHABET: Final = string.ascii_letters + string.digits
 _ALL_HEX: Final = re.compile(r"^[0-9A-Fa-f]*$")

@@ -34,7 +34,7 @@ from ..settings import Settings, split_listen
 from ..workers import shared_socket
 from .limits import Admission, Pace, Standing, source_key
 from .session import SessionRegistry, StationSession
-from .websocket import ConnectionClosed, WebSocket
+from .websocket import ConnectionClosed, Upgrade, UpgradeRefused, WebSocket, upgrade_request
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class OcppService:
                         limits.failed(source, "no_request")
                     return
                 try:
-                    code, header = self._admissible(head[0], full)
+                    code, header, upgrade = self._admissible(head[0], full)
                     login = await self._authenticate(code, header, source)
                 except _Refused as refused:
                     if refused.kind == "over_limit":
@@ -193,7 +193,7 @@ class OcppService:
                 # Every log line of this connection's tasks names it (autimit_csms.logs).
                 logs.STATION.set(login[0].station_code)
                 logs.CONNECTION.set(next(self._connection_ids))
-                await self._upgrade(stream, head[0] + head[1], *login, f"{peer[0]}:{peer[1]}")
+                await self._upgrade(stream, upgrade, head[1], *login, f"{peer[0]}:{peer[1]}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
             pass  # the peer left before our answer
         except Exception:
@@ -205,8 +205,9 @@ class OcppService:
             if closing.cancelled_caught:
                 await trio.aclose_forcefully(stream)
 
-    def _admissible(self, head: bytes, full: bool) -> tuple[str, bytes | None]:
-        """(station code, Authorization header) of a request worth checking; else _Refused."""
+    def _admissible(self, head: bytes, full: bool) -> tuple[str, bytes | None, Upgrade]:
+        """(station code, Authorization header, upgrade) of a request worth checking;
+        else _Refused."""
         request = _parse_head(head)
         if request is None:
             raise _Refused(400, [], "bad_request")
@@ -214,28 +215,28 @@ class OcppService:
         code = station_code_from_path(path)
         if code is None:
             raise _Refused(404, [], "bad_path")
+        try:
+            upgrade = upgrade_request(headers)
+        except UpgradeRefused as refused:
+            raise _Refused(refused.status, refused.headers, "bad_request") from None
         if full or self._stopping:
             raise _Refused(503, [(b"Retry-After", RETRY_AFTER)], "over_limit")
-        return code, headers.get(b"authorization")
+        return code, headers.get(b"authorization"), upgrade
 
-    async def _upgrade(self, stream: trio.abc.Stream, request: bytes, ctx: StationContext,
-                       relaxed: bool, remote: str) -> None:
-        ws = WebSocket(stream, max_message_bytes=self.settings.max_frame_bytes)
-        upgrade = ws.read_request(request)
-        if upgrade is None:  # admissible HTTP, but not a valid WebSocket upgrade
-            await stream.send_all(_response(400, []))
-            return
+    async def _upgrade(self, stream: trio.abc.Stream, upgrade: Upgrade, already_read: bytes,
+                       ctx: StationContext, relaxed: bool, remote: str) -> None:
         if self._stopping:
             return
+        ws = WebSocket(stream, max_message_bytes=self.settings.max_frame_bytes)
         if SUBPROTOCOL not in upgrade.subprotocols:
             # OCPP-J §3.1.2: complete the handshake without the header, then close.
-            await ws.accept(None)
+            await ws.accept(upgrade, None)
             log.info("%s offered no %s subprotocol (%s); closed", ctx.station_code, SUBPROTOCOL,
                      ", ".join(upgrade.subprotocols) or "none")
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await ws.aclose(1002, f"subprotocol {SUBPROTOCOL} required")
             return
-        await ws.accept(SUBPROTOCOL)
+        await ws.accept(upgrade, SUBPROTOCOL, already_read)
         settings = self.settings
         pace = (Pace(settings.max_calls_per_second, settings.call_burst)
                 if settings.max_calls_per_second > 0 else None)
@@ -353,8 +354,8 @@ async def _read_head(stream: trio.abc.Stream) -> tuple[bytes, bytes] | None:
 
 
 def _parse_head(head: bytes) -> tuple[str, dict[bytes, bytes]] | None:
-    """Path and headers (lower-case names, first wins) of a GET upgrade; None if not one.
-    Only what admission needs: wsproto validates the rest afterwards."""
+    """Path and headers (lower-case names; a repeated header's values joined by ", ",
+    RFC 9110 §5.3) of a GET upgrade; None if not one."""
     request_line, *lines = head[:-4].split(b"\r\n")
     parts = request_line.split(b" ")
     if len(parts) != 3 or parts[0] != b"GET" or not parts[2].startswith(b"HTTP/1."):
@@ -364,7 +365,8 @@ def _parse_head(head: bytes) -> tuple[str, dict[bytes, bytes]] | None:
         name, sep, value = line.partition(b":")
         if not sep:
             return None
-        headers.setdefault(name.strip().lower(), value.strip())
+        name, value = name.strip().lower(), value.strip()
+        headers[name] = headers[name] + b", " + value if name in headers else value
     if b"websocket" not in headers.get(b"upgrade", b"").lower():
         return None
     try:

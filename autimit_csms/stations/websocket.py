@@ -1,6 +1,7 @@
 """The server side of one WebSocket connection (RFC 6455), on the sans-I/O wsproto.
 
-Owns: the upgrade (the request bytes the listener already read, then accept), reading
+Owns: the upgrade (RFC 6455 §4.2: checking the request headers the listener already
+parsed, and the 101 answer -- no second HTTP parser on the way), reading
 whole messages (fragments joined, a size limit, pings answered, the peer's close
 answered), sending under one lock, our pings and their pongs, and our closing
 handshake. It has no task of its own: the session's read loop drives it, so a message
@@ -14,27 +15,66 @@ it) and must not know OCPP.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import itertools
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final, cast
 
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Ping,
     Pong,
-    Request,
     TextMessage,
 )
-from wsproto.utilities import RemoteProtocolError
 
 RECEIVE_BYTES: Final = 16384
 ABNORMAL: Final = 1006  # RFC 6455 §7.1.5: closed without a close frame
 TOO_BIG: Final = 1009
+_ACCEPT_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+
+
+class UpgradeRefused(Exception):
+    """Not a WebSocket upgrade we can accept: the HTTP status and headers to answer."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(status)
+        self.status, self.headers = status, headers or []
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    key: bytes                    # Sec-WebSocket-Key, checked
+    subprotocols: tuple[str, ...]  # as offered, in order
+
+
+def upgrade_request(headers: Mapping[bytes, bytes]) -> Upgrade:
+    """What a GET's headers (lower-case names, repeated ones joined by ", ") ask for,
+    checked as RFC 6455 §4.2.1 requires; raises UpgradeRefused."""
+    if b"websocket" not in _tokens(headers.get(b"upgrade", b"")) or b"upgrade" not in _tokens(
+            headers.get(b"connection", b"")):
+        raise UpgradeRefused(400)
+    if headers.get(b"sec-websocket-version") != b"13":
+        raise UpgradeRefused(426, [(b"Sec-WebSocket-Version", b"13")])  # §4.4
+    key = headers.get(b"sec-websocket-key", b"")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise UpgradeRefused(400)
+    except binascii.Error:
+        raise UpgradeRefused(400) from None
+    offered = headers.get(b"sec-websocket-protocol", b"").decode("latin-1")
+    return Upgrade(key, tuple(p.strip() for p in offered.split(",") if p.strip()))
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token.strip().lower() for token in value.split(b",")]
 
 
 class ConnectionClosed(Exception):
@@ -48,7 +88,7 @@ class ConnectionClosed(Exception):
 class WebSocket:
     def __init__(self, stream: trio.abc.Stream, *, max_message_bytes: int) -> None:
         self._stream = stream
-        self._proto = WSConnection(ConnectionType.SERVER)
+        self._proto = Connection(ConnectionType.SERVER)  # replaced by accept()
         self._max_message_bytes = max_message_bytes
         self._send_lock = trio.Lock()
         self._parts: list[str | bytes] = []
@@ -58,17 +98,18 @@ class WebSocket:
         self._ping_ids = itertools.count(1)
         self.closed: ConnectionClosed | None = None  # set once, when it closed
 
-    def read_request(self, data: bytes) -> Request | None:
-        """Feed the upgrade request (and anything read after it); the request, or None
-        when it is not a valid WebSocket upgrade (answer 400)."""
-        try:
-            self._proto.receive_data(data)
-            return next((e for e in self._proto.events() if isinstance(e, Request)), None)
-        except RemoteProtocolError:
-            return None
-
-    async def accept(self, subprotocol: str | None) -> None:
-        await self._send(AcceptConnection(subprotocol=subprotocol))
+    async def accept(self, upgrade: Upgrade, subprotocol: str | None,
+                     already_read: bytes = b"") -> None:
+        """Answer 101 (RFC 6455 §4.2.2); `already_read`: bytes that came after the request."""
+        digest = hashlib.sha1(upgrade.key + _ACCEPT_GUID, usedforsecurity=False).digest()
+        lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
+                 b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + base64.b64encode(digest)]
+        if subprotocol is not None:
+            lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode())
+        self._proto = Connection(ConnectionType.SERVER, trailing_data=already_read)
+        async with self._send_lock:
+            await self._stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
+        await self._handle_events()  # frames that came with the request
 
     async def get_message(self) -> str | bytes:
         """The next whole message; raises ConnectionClosed once the connection is closed."""
@@ -113,6 +154,9 @@ class WebSocket:
             self._closed(ABNORMAL, "connection lost")
             return
         self._proto.receive_data(bytes(data))
+        await self._handle_events()
+
+    async def _handle_events(self) -> None:
         for event in self._proto.events():
             if isinstance(event, TextMessage | BytesMessage):
                 await self._message_part(event)
@@ -167,15 +211,13 @@ class WebSocket:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # closing anyway
 
-    async def _send(self, event: AcceptConnection | TextMessage | Ping | Pong
-                    | CloseConnection) -> None:
+    async def _send(self, event: TextMessage | Ping | Pong | CloseConnection) -> None:
         # Checked and framed under the lock: a close framed by another task while we
         # waited for it ends the connection for this send too.
         async with self._send_lock:
             if self.closed is not None:
                 raise self.closed
-            if (self._proto.state is not ConnectionState.OPEN
-                    and not isinstance(event, AcceptConnection)):
+            if self._proto.state is not ConnectionState.OPEN:
                 raise ConnectionClosed(ABNORMAL, "closing")
             try:
                 await self._stream.send_all(self._proto.send(event))

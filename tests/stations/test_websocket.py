@@ -1,6 +1,7 @@
 """The server's own WebSocket layer (stations/websocket.py) against a wsproto client:
-fragments, pings both ways, the closing handshake and protocol errors, on a real
-listener. (Oversize messages and binary frames: test_bad_input.py.)"""
+the upgrade (RFC 6455 §4.2), fragments, pings both ways, the closing handshake and
+protocol errors, on a real listener. (Oversize messages, binary frames:
+test_bad_input.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import psycopg
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import (
     AcceptConnection,
     CloseConnection,
@@ -163,3 +165,64 @@ async def test_a_command_reaches_a_charger_that_sends_meanwhile(
         assert call[2] == "ClearCache"
         await charger.send(TextMessage(data=json.dumps([3, call[1], {"status": "Accepted"}])))
     assert sorted(m[1] for m in seen if m[0] == 3) == sorted(f"h{n}" for n in range(20))
+
+
+def raw_upgrade(station: Provisioned, *extra: str, version: str = "13",
+                key: str = "dGhlIHNhbXBsZSBub25jZQ==", connection: str = "Upgrade") -> bytes:
+    token = base64.b64encode(f"{station.code}:{station.secret}".encode()).decode()
+    lines = [f"GET /ocpp/1.6/{station.code} HTTP/1.1", "Host: x", "Upgrade: websocket",
+             f"Connection: {connection}", f"Sec-WebSocket-Key: {key}",
+             f"Sec-WebSocket-Version: {version}", f"Authorization: Basic {token}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def raw_answer(server: Server, data: bytes) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", server.ocpp_port)
+    async with stream:
+        await stream.send_all(data)
+        answer = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in answer:
+                chunk = await stream.receive_some(4096)
+                assert chunk, answer
+                answer += chunk
+        return answer
+
+
+async def test_upgrade_requests_that_rfc_6455_refuses(server: Server,
+                                                      station: Provisioned) -> None:
+    old = await raw_answer(server, raw_upgrade(station, "Sec-WebSocket-Protocol: ocpp1.6",
+                                               version="8"))
+    assert old.startswith(b"HTTP/1.1 426 ") and b"Sec-WebSocket-Version: 13\r\n" in old
+    short_key = await raw_answer(server, raw_upgrade(station, key="c2hvcnQ="))
+    assert short_key.startswith(b"HTTP/1.1 400 ")
+    no_connection = await raw_answer(server, raw_upgrade(station, connection="keep-alive"))
+    assert no_connection.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_upgrade_answer_and_frames_sent_with_the_request(server: Server,
+                                                               station: Provisioned) -> None:
+    """Subprotocols offered on two header lines count; a CALL in the same packet as the
+    request is read and answered."""
+    request = raw_upgrade(station, "Sec-WebSocket-Protocol: chat",
+                          "Sec-WebSocket-Protocol: ocpp1.6")
+    client = Connection(ConnectionType.CLIENT)
+    boot = client.send(TextMessage(data=json.dumps([2, "b1", "BootNotification", {
+        "chargePointVendor": "Acme", "chargePointModel": "M"}])))
+    stream = await trio.open_tcp_stream("127.0.0.1", server.ocpp_port)
+    async with stream:
+        await stream.send_all(request + boot)
+        received = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in received:
+                received += await stream.receive_some(4096)
+            head, _, rest = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 ")
+            # RFC 6455 §1.3's own example key and accept value
+            assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+            assert b"Sec-WebSocket-Protocol: ocpp1.6" in head
+            client.receive_data(rest)
+            while not (messages := [e for e in client.events() if isinstance(e, TextMessage)]):
+                client.receive_data(await stream.receive_some(4096))
+    answer = json.loads(messages[0].data)
+    assert answer[:2] == [3, "b1"] and answer[2]["status"] == "Accepted"
