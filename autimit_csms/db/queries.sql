@@ -109,14 +109,17 @@ WHERE (%(id)s::uuid IS NULL OR s.id = %(id)s)
 ORDER BY s.created_at, s.id
 LIMIT %(limit)s OFFSET %(offset)s;
 
--- name: find_station_login
--- The handshake's lookup (ADR 0001): active station by code, any letter case.
-SELECT s.id, s.station_code, s.station_secret_hash, s.ocpp_relaxed, s.account_id,
-       r.registration_status
-FROM stations s
+-- name: find_station_logins
+-- The handshake's lookup (ADR 0001): active stations by code, any letter case, for
+-- every handshake waiting at once (a reconnect storm shares one query per wave);
+-- `requested` is the code as the charger sent it.
+SELECT c.requested, s.id, s.station_code, s.station_secret_hash, s.ocpp_relaxed,
+       s.account_id, r.registration_status
+FROM unnest(%(codes)s::text[]) AS c(requested)
+JOIN stations s ON lower(s.station_code) = lower(c.requested)
 JOIN accounts a ON a.id = s.account_id
 LEFT JOIN station_runtime_state r ON r.station_id = s.id
-WHERE lower(s.station_code) = lower(%(station_code)s) AND s.is_active AND a.is_active;
+WHERE s.is_active AND a.is_active;
 
 -- name: update_station
 UPDATE stations

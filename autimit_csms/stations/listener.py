@@ -26,7 +26,7 @@ import trio
 
 from .. import logs
 from ..credentials import Verifier
-from ..db import SQL, Database, DatabaseError
+from ..db import SQL, Database, DatabaseError, Row
 from ..db.writer import GroupCommitWriter
 from ..handlers import StationContext
 from ..ocpp16 import OcppProtocol, SchemaRegistry
@@ -55,6 +55,49 @@ ACCEPT_IGNORED_ERRNOS: Final = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM,
                                 errno.ECONNRESET, errno.EOPNOTSUPP}
 
 
+@dataclass
+class _Wave:
+    codes: set[str] = field(default_factory=set)
+    rows: dict[str, Row] = field(default_factory=dict)
+    error: DatabaseError | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class LoginLookup:
+    """Station logins for handshakes, looked up in waves: the codes asked for while one
+    query runs share the next one, so a reconnect storm costs a query and a thread hop
+    per wave instead of per station (docs/performance.md)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._gathering: _Wave | None = None
+        self._one_at_a_time = trio.Lock()
+
+    async def find(self, code: str) -> Row | None:
+        wave = self._gathering
+        if wave is None:
+            wave = self._gathering = _Wave()
+            # Shielded: the other handshakes of the wave wait for this task's query.
+            with trio.CancelScope(shield=True):
+                wave.codes.add(code)
+                async with self._one_at_a_time:  # meanwhile, others join this wave
+                    self._gathering = None
+                    try:
+                        rows = await self._db.fetch_all(SQL.find_station_logins,
+                                                        {"codes": sorted(wave.codes)})
+                        wave.rows = {row["requested"]: row for row in rows}
+                    except DatabaseError as err:
+                        wave.error = err
+                    finally:
+                        wave.done.set()
+        else:
+            wave.codes.add(code)
+            await wave.done.wait()
+        if wave.error is not None:
+            raise wave.error
+        return wave.rows.get(code)
+
+
 class _Refused(Exception):
     """A handshake refusal: the status and headers to answer, and how it is counted."""
 
@@ -75,9 +118,11 @@ class OcppService:
     schemas: SchemaRegistry
     sessions: SessionRegistry
     limits: Admission = field(init=False)
+    logins: LoginLookup = field(init=False)
 
     def __post_init__(self) -> None:
         self.limits = Admission(self.settings)
+        self.logins = LoginLookup(self.db)
         self._handshakes: set[trio.CancelScope] = set()
         # Short, unique in this process's log: "c" + a hexadecimal counter.
         self._connection_ids = (f"c{n:x}" for n in itertools.count(1))
@@ -265,7 +310,7 @@ class OcppService:
         known_hash = self.verifier.verified_before(secret, user=code)
         if throttled and known_hash is None:
             raise self._throttled(code)
-        row = await self.db.fetch_one(SQL.find_station_login, {"station_code": code})
+        row = await self.logins.find(code)
         if row is None:
             if not throttled:
                 await trio.sleep(min(self.verifier.typical_seconds, 0.5))

@@ -23,6 +23,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 
 from autimit_csms.db import Database
 from autimit_csms.server import Server
+from autimit_csms.stations.listener import LoginLookup
 
 from ..conftest import server_settings
 from .conftest import Provisioned, basic, boot, call, connect, ocpp_url, provision
@@ -305,3 +306,29 @@ async def test_cancelled_server_still_marks_offline(
         with trio.fail_after(5):
             await stopped.wait()
     assert runtime_state(db_url, station.id)[0] == "offline"
+
+
+async def test_handshakes_waiting_at_once_share_one_login_lookup(
+        api: httpx.AsyncClient, db: Database) -> None:
+    """A reconnect storm's lookups go out in waves (listener.LoginLookup): every
+    handshake gets its own station, any letter case, unknown codes get None."""
+    known = [await provision(api, f"WAVE-{n}") for n in range(3)]
+    lookup = LoginLookup(db)
+    asked = [s.code.lower() for s in known] * 5 + ["NOPE-1", "NOPE-2"] * 5
+    found: dict[int, Any] = {}
+    before = db.pool_stats().get("requests_num", 0)
+
+    async def find(number: int, code: str) -> None:
+        found[number] = await lookup.find(code)
+
+    async with trio.open_nursery() as nursery:
+        for number, code in enumerate(asked):
+            nursery.start_soon(find, number, code)
+    queries = db.pool_stats().get("requests_num", 0) - before
+    for number, code in enumerate(asked):
+        row = found[number]
+        if code.startswith("NOPE"):
+            assert row is None
+        else:
+            assert row is not None and row["station_code"].lower() == code
+    assert 1 <= queries <= 2, queries  # the first handshake's query, then one for the rest
