@@ -73,9 +73,12 @@ function newPage() {
   page = { alive: true, timers: [] };
   const current = page;
   current.every = (ms, fn) => {
+    let running = false;  // a slow answer is not overtaken by the next poll
     const run = async () => {
-      if (!current.alive || document.hidden) return;
+      if (!current.alive || document.hidden || running) return;
+      running = true;
       try { await fn(); } catch (error) { if (current.alive) current.onError?.(error); }
+      running = false;
     };
     current.timers.push(setInterval(run, ms));
   };
