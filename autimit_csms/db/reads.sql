@@ -235,7 +235,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- with their energy (the stored figure once stopped; while active, the latest energy
 -- register reading minus meterStart, as select_sessions reads it). Sessions are
 -- picked by indexed conditions only (started_at; status = 'active'), never a scan of
--- all of them: 400 000 sessions, 2 000 today, ~1 ms (EXPLAIN ANALYZE, 2026-12-03).
+-- all of them: 400 000 sessions of 200 stations, 2 000 today: 2.7 ms (EXPLAIN ANALYZE).
 WITH scope AS (
     SELECT s.id, s.is_active, COALESCE(r.status, 'offline') AS status
     FROM stations s
