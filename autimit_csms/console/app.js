@@ -455,7 +455,8 @@ async function stationPage(view, current, stationId) {
   const eventsBox = h("div", { id: "status-events" });
   const faultsBox = h("div", { id: "faults" });
   const sessionsBox = h("div", { id: "station-sessions" });
-  const panel = commandPanel(station, () => loadCommands().catch(() => {}));
+  const configBox = h("div", { id: "station-configuration" });
+  const panel = commandPanel(station, () => Promise.all([loadCommands(), loadConfiguration()]).catch(() => {}));
 
   const actions = h("div", { class: "row" });
   view.append(
@@ -475,7 +476,10 @@ async function stationPage(view, current, stationId) {
       h("div", { class: "grid two" },
         h("div", {}, h("h3", {}, "Connection and station status events"), eventsBox),
         h("div", {}, h("h3", {}, "Faults"), faultsBox))),
-    h("section", { class: "card" }, h("h2", {}, "Recent sessions"), sessionsBox));
+    h("section", { class: "card" }, h("h2", {}, "Recent sessions"), sessionsBox),
+    h("section", { class: "card" }, h("details", {},
+      h("summary", {}, h("strong", {}, "Configuration keys"), " — as the charger last reported "
+        + "them (GetConfiguration) or accepted a change"), configBox)));
 
   const drawHead = () => {
     const r = station.runtime;
@@ -537,6 +541,15 @@ async function stationPage(view, current, stationId) {
     panel.setTransaction(active[0]?.transactionId);
     status.ok();
   };
+
+  async function loadConfiguration() {
+    const { data } = await api("GET", `/stations/${station.id}/configuration`);
+    if (!current.alive) return;
+    replace(configBox, table(["Key", "Value", "Read-only", "From", "When"], data.items.map((k) => [
+      k.key, h("td", { class: "wrap" }, k.value ?? "—"),
+      k.readonly === null ? "—" : k.readonly ? "yes" : "no", k.source, when(k.updatedAt)]),
+    { empty: "Nothing known yet: send GetConfiguration to read the charger's keys." }));
+  }
 
   async function loadCommands() {
     const { data } = await api("GET", `/stations/${station.id}/commands`, { params: { limit: 20 } });
@@ -621,7 +634,8 @@ async function stationPage(view, current, stationId) {
   custom.addEventListener("submit", (event) => { event.preventDefault(); showHistory(); });
   drawHead();
   current.onError = (error) => status.failed(error);
-  await Promise.all([loadLive(), loadCommands(), loadHistory()]).catch((e) => status.failed(e));
+  await Promise.all([loadLive(), loadCommands(), loadHistory(), loadConfiguration()])
+    .catch((e) => status.failed(e));
   current.every(POLL_MS, async () => { await loadLive(); await loadCommands(); });
   current.every(30000, async () => { if (period.value !== "custom") await loadHistory(); });
 }
@@ -796,7 +810,10 @@ async function idTagsPage(view, current) {
     if (!current.alive) return;
     replace(list, table([...(me.role === "admin" ? ["Account"] : []), "Id tag", "Label", "Status", "Expires", ""],
       tags.map((t) => [...(me.role === "admin" ? [names.get(t.accountId) || t.accountId] : []),
-        t.idTag, t.label || "—", badge(t.status), t.expiresAt ? when(t.expiresAt) : "never",
+        t.idTag, t.label || "—",
+        t.status === "active" && t.expiresAt && new Date(t.expiresAt) < new Date()
+          ? badge("expired", "blocked") : badge(t.status),
+        t.expiresAt ? when(t.expiresAt) : "never",
         h("button", { type: "button", class: `small ${t.status === "active" ? "danger" : ""}`,
           dataset: { tag: t.idTag }, onclick: () => setStatus(t, t.status === "active" ? "blocked" : "active") },
         t.status === "active" ? "Block" : "Unblock")]),

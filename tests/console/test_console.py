@@ -153,6 +153,11 @@ def test_commands_show_the_chargers_answer_or_offline(page: Console,
     text = page.text_of("#command-result")
     assert "HeartbeatInterval" in text and "Unknown keys: NoSuchKey" in text
     assert "{" not in text  # words and tables, never raw JSON
+    page.css("#station-configuration").find_element("xpath", "..").find_element(
+        "tag name", "summary").click()
+    page.wait_for(lambda: "HeartbeatInterval" in page.text_of("#station-configuration"),
+                  "the stored configuration")
+    assert "GetConfiguration" in page.text_of("#station-configuration")
     page.shot("05-command-answered")
 
     # a station that never connected: "offline", plainly, and nothing sent
@@ -261,9 +266,14 @@ def test_id_tags_are_created_blocked_and_unblocked(page: Console, charger: dict[
                                                    ) -> None:
     from selenium.webdriver.support.ui import Select
 
+    page.post("/api/id-tags", {"accountId": charger["account"]["id"], "idTag": "OLD-CARD",
+                               "expiresAt": "2020-01-01T00:00:00Z"})
     page.sign_in(TOKEN)
     page.open("#/id-tags")
     form = page.visible("#id-tag-form")
+    row = page.wait_for(lambda: next(tr for tr in page.all("#id-tags-list tbody tr")
+                                     if "OLD-CARD" in tr.text), "the expired tag")
+    assert "expired" in row.text
     Select(form.find_element("name", "accountId")).select_by_visible_text("Acct CON-LIVE")
     form.find_element("name", "idTag").send_keys("CARD-0042")
     form.find_element("name", "label").send_keys("Fleet van 7")
@@ -307,6 +317,11 @@ def test_an_account_key_sees_only_its_account(page: Console, charger: dict[str, 
     error = page.wait_for(lambda: page.css("#view .error").text, "the refusal")
     assert "another account" in error and "CON-LIVE" not in page.text_of("#view")
     page.shot("12-account-key-refused")
+    page.open("#/provision")  # its own locations and stations; no accounts, no keys
+    page.visible("#station-form")
+    assert not page.all("#account-form") and not page.all("#key-form")
+    assert not page.css("#station-form select[name=accountId]").is_displayed()
+    assert page.text_of("#nav a[data-page=provision]") == "Provision stations"
     page.open("#/overview")
     page.wait_for(lambda: page.text_of("#tile-offline .value") == "1", "its own overview")
     assert page.text_of("#tile-online .value") == "0"  # CON-LIVE is another account's
