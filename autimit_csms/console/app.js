@@ -110,7 +110,10 @@ function route() {
       }
       const { view, current } = newPage();
       render(view, current, ...match.slice(1)).catch((error) => {
-        if (current.alive) view.append(errorBox(error));
+        if (current.alive) {
+          view.append(errorBox(error), h("p", {}, link("#/stations", "Back to the stations"),
+            " · ", link("#/overview", "the overview")));
+        }
       });
       return;
     }
