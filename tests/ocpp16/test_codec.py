@@ -17,6 +17,7 @@ from autimit_csms.ocpp16.codec import (
     OcppError,
     decode,
     encode,
+    encode_json,
     redact_for_log,
 )
 
@@ -263,3 +264,25 @@ def test_package_imports_no_io_library() -> None:
     for module in (repo / "autimit_csms" / "ocpp16").glob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+(socket|ssl|select|selectors)\b",
                              module.read_text(), re.MULTILINE), module
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        # orjson's path: numbers exactly as written, compact, UTF-8 kept
+        ({"v": Decimal("11.10"), "e": Decimal("1E+3"), "t": ("é", None, True)},
+         '{"v":11.10,"e":1E+3,"t":["é",null,true]}'),
+        ([{"a": -0, "b": "\x00\"\\"}], '[{"a":0,"b":"\\u0000\\"\\\\"}]'),
+        # the exact encoder's path: what orjson refuses
+        ({"id": "\ud800x"}, '{"id":"\\ud800x"}'),
+        ([2 ** 70], f"[{2 ** 70}]"),
+    ],
+)
+def test_encode_json_is_exact_on_both_paths(value: object, text: str) -> None:
+    assert encode_json(value) == text
+
+
+@pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("-Infinity"), {1: "x"}, object()])
+def test_encode_json_refuses_non_json(value: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        encode_json({"v": value})
