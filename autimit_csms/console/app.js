@@ -475,7 +475,7 @@ async function stationPage(view, current, stationId) {
         h("div", { class: "row" }, h("label", {}, "Period", period), custom)),
       historyError,
       h("div", { class: "grid two" }, powerChart, energyChart),
-      h("h3", {}, "Online over the period"), uptimeBox,
+      h("h3", {}, "Status over the period"), uptimeBox,
       h("div", { class: "grid two" },
         h("div", {}, h("h3", {}, "Connection and station status events"), eventsBox),
         h("div", {}, h("h3", {}, "Faults"), faultsBox))),
@@ -593,7 +593,7 @@ async function stationPage(view, current, stationId) {
       api("GET", `/stations/${station.id}/meter-values`, { params: { ...range, bucket, limit: 10000,
         measurand: "Power.Active.Import,Energy.Active.Import.Register" } }).then((r) => r.data.items),
       api("GET", `/stations/${station.id}/uptime`, { params: range }).then((r) => r.data),
-      api("GET", `/stations/${station.id}/status-history`, { params: { ...range, limit: 100 } }).then((r) => r.data),
+      api("GET", `/stations/${station.id}/status-history`, { params: { ...range, limit: 500 } }).then((r) => r.data),
       api("GET", `/stations/${station.id}/faults`, { params: { ...range, limit: 50 } }).then((r) => r.data.items),
       api("GET", "/sessions", { params: { stationId: station.id, limit: 10 } }).then((r) => r.data.items)]);
     if (!current.alive) return;
@@ -605,11 +605,13 @@ async function stationPage(view, current, stationId) {
     replace(uptimeBox,
       h("p", {}, uptime.ratio === null ? "Nothing observed in this period."
         : `Online ${(uptime.ratio * 100).toFixed(1)} % of the period: ${duration(uptime.onlineSeconds)} online, ${duration(uptime.offlineSeconds)} offline.`),
-      timeline(uptime.from, uptime.to, uptime.observedTo, uptime.intervals),
+      timeline(uptime.from, uptime.to, uptime.observedTo, uptime.intervals, events.items),
       h("div", { class: "legend" }, h("span", {}, h("span", { class: "swatch online" }), "online"),
+        h("span", {}, h("span", { class: "swatch faulted" }), "faulted"),
+        h("span", {}, h("span", { class: "swatch unavailable" }), "unavailable"),
         h("span", {}, h("span", { class: "swatch offline" }), "offline"),
         h("span", {}, `${when(uptime.from)} → ${when(uptime.to)}`)));
-    replace(eventsBox, table(["When", "Event", "Detail"], events.items.slice().reverse().map((e) => [
+    replace(eventsBox, table(["When", "Event", "Detail"], events.items.slice(-50).reverse().map((e) => [
       when(e.occurredAt), badge(e.event, e.event === "connected" ? "online" : e.event === "disconnected" || e.event === "timed_out" ? "offline" : e.event),
       h("td", { class: "wrap" }, [e.reason, e.errorCode && e.errorCode !== "NoError" ? e.errorCode : null, e.info].filter(Boolean).join(" · ") || "—")]),
     { empty: "No events in this period." }));

@@ -64,12 +64,18 @@ export function lineChart(container, { title, unit, series, span, stepped = fals
   return chart;
 }
 
-// Online intervals of [from, to) as a bar: online, offline, and the future not observed.
-export function timeline(from, to, observedTo, intervals) {
+// The station's state over [from, to) as a bar: offline, online, and while online the
+// station-level status it reported (StatusNotification of connector 0: faulted,
+// unavailable), then the part of the period not observed yet.
+const STATE_OF = { faulted: "faulted", unavailable: "unavailable" };
+
+export function timeline(from, to, observedTo, intervals, statusEvents = []) {
   const start = new Date(from).getTime();
   const span = new Date(to).getTime() - start;
   const bar = h("div", { class: "timeline", role: "img",
-                         "aria-label": "Online and offline over the period" });
+                         "aria-label": "The station's state over the period" });
+  const marks = statusEvents.filter((e) => e.kind === "status")
+    .map((e) => [new Date(e.occurredAt).getTime(), STATE_OF[e.event] || "online"]);
   let cursor = start;
   const observedEnd = new Date(observedTo).getTime();
   const piece = (kind, a, b) => {
@@ -79,11 +85,19 @@ export function timeline(from, to, observedTo, intervals) {
     seg.style.width = `${(100 * (b - a)) / span}%`;  // CSSOM, allowed by the CSP
     bar.append(seg);
   };
+  let state = "online";
+  let next = 0;
   for (const interval of intervals) {
     const a = new Date(interval.from).getTime();
     const b = new Date(interval.to).getTime();
     piece("offline", cursor, a);
-    piece("online", a, b);
+    while (next < marks.length && marks[next][0] <= a) state = marks[next++][1];
+    let at = a;
+    while (next < marks.length && marks[next][0] < b) {
+      piece(state, at, marks[next][0]);
+      [at, state] = marks[next++];
+    }
+    piece(state, at, b);
     cursor = b;
   }
   piece("offline", cursor, observedEnd);

@@ -10,7 +10,9 @@ on each other's order.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import json
 import re
 import time
 from pathlib import Path
@@ -404,9 +406,10 @@ def test_rotating_the_secret_and_deactivating(page: Console) -> None:
     page.wait_for(lambda: "No station matches" in page.text_of("#stations-list"), "the search")
 
 
-def test_a_charger_that_does_not_answer(page: Console) -> None:
-    """A charger that connects and then never answers: "No answer", after the server's
-    --command-timeout (5 s here)."""
+def test_a_faulted_charger_that_does_not_answer(page: Console) -> None:
+    """A charger (a bare WebSocket here) that reports a station fault, then never answers
+    a command: the fault on the page (badge, status bar, faults table, overview), then
+    "No answer" after the server's --command-timeout (5 s here)."""
     import base64 as b64
     import threading
 
@@ -423,8 +426,24 @@ def test_a_charger_that_does_not_answer(page: Console) -> None:
         reader.start()
         page.wait_for(lambda: page.station(station["id"])["runtime"]["status"] == "online",
                       "the mute charger online")
+        ws.send(json.dumps([2, "boot-1", "BootNotification", {
+            "chargePointVendor": "Bare", "chargePointModel": "Socket"}]))
+        page.wait_for(lambda: any(json.loads(m)[:2] == [3, "boot-1"] for m in heard),
+                      "the boot accepted")
+        ws.send(json.dumps([2, "fault-1", "StatusNotification", {
+            "connectorId": 0, "errorCode": "GroundFailure", "status": "Faulted",
+            "info": "RCD tripped",
+            "timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")}]))
+        page.wait_for(lambda: any(json.loads(m)[:2] == [3, "fault-1"] for m in heard),
+                      "the fault stored")
         page.sign_in(TOKEN)
+        page.wait_for(lambda: int(page.css("#tile-faulted .value").text) >= 1,
+                      "the overview counting it faulted")
         page.open(f"#/stations/{station['id']}")
+        page.wait_for(lambda: "GroundFailure" in page.text_of("#faults"), "the faults table")
+        assert "RCD tripped" in page.text_of("#faults")
+        assert page.css("#station-status").get_attribute("data-status") == "faulted"
+        assert page.all("#uptime .timeline .seg.faulted")
         Select(page.visible("#command-action")).select_by_value("ClearCache")
         page.css("#command-send").click()
         page.visible("#command-waiting")
