@@ -143,8 +143,16 @@ async function overviewPage(view, current) {
   const connectors = h("div", { class: "tiles", id: "overview-connectors" });
   const attention = h("div", { id: "overview-attention" }, h("p", { class: "muted" }, "Loading…"));
   const status = updatedLine();
+  // The admin sees every account's network, or one account's.
+  const accounts = me.role === "admin" ? await all("/accounts") : [];
+  if (!current.alive) return;
+  const scope = h("select", { id: "overview-account", "aria-label": "Account" },
+    h("option", { value: "" }, "All accounts"),
+    accounts.map((a) => h("option", { value: a.id }, a.name)));
   view.append(
-    h("div", { class: "row spread" }, h("h1", {}, "Overview"), status.el),
+    h("div", { class: "row spread" },
+      h("div", { class: "row" }, h("h1", {}, "Overview"), me.role === "admin" ? scope : null),
+      status.el),
     h("section", { class: "card" }, h("h2", {}, "Stations and sessions"), tiles),
     h("section", { class: "card" }, h("h2", {}, "Connectors by status"), connectors),
     h("section", { class: "card" }, h("h2", {}, "Needs attention"), attention),
@@ -153,7 +161,8 @@ async function overviewPage(view, current) {
   const tile = (label, value, kind, id) => h("div", { class: `tile ${kind || ""}`, id },
     h("div", { class: "value" }, String(value)), h("div", { class: "label" }, label));
   const load = async () => {
-    const { data } = await api("GET", "/overview", { params: { from: localMidnight() } });
+    const { data } = await api("GET", "/overview", { params: {
+      from: localMidnight(), accountId: scope.value } });
     if (!current.alive) return;
     const by = data.stations.byStatus;
     replace(tiles,
@@ -173,7 +182,7 @@ async function overviewPage(view, current) {
   };
   // Active stations that are not online, worst first: what an operator goes to look at.
   const loadAttention = async () => {
-    const stations = await all("/stations");
+    const stations = await all("/stations", { accountId: scope.value });
     if (!current.alive) return;
     const rank = { faulted: 0, offline: 1, unavailable: 2 };
     const trouble = stations.filter((s) => s.isActive && s.runtime.status !== "online")
@@ -189,6 +198,8 @@ async function overviewPage(view, current) {
     ] : h("p", { class: "muted" }, "Every active station is online."));
   };
   current.onError = (error) => status.failed(error);
+  scope.addEventListener("change", () => Promise.all([load(), loadAttention()])
+    .catch((error) => status.failed(error)));
   await Promise.all([load(), loadAttention()]).catch((error) => status.failed(error));
   current.every(POLL_MS, load);
   current.every(POLL_MS * 5, loadAttention);

@@ -439,6 +439,14 @@ def test_a_faulted_charger_that_does_not_answer(page: Console) -> None:
         page.sign_in(TOKEN)
         page.wait_for(lambda: int(page.css("#tile-faulted .value").text) >= 1,
                       "the overview counting it faulted")
+        # the admin narrows the overview to one account
+        from selenium.webdriver.support.ui import Select as Choose
+
+        Choose(page.css("#overview-account")).select_by_visible_text("Acct CON-MUTE")
+        page.wait_for(lambda: page.text_of("#overview-attention").count("CON-") == 1
+                      and "CON-MUTE" in page.text_of("#overview-attention"), "one account")
+        assert [page.text_of(f"#tile-{t} .value") for t in ("faulted", "online", "offline")
+                ] == ["1", "0", "0"]
         page.open(f"#/stations/{station['id']}")
         page.wait_for(lambda: "GroundFailure" in page.text_of("#faults"), "the faults table")
         assert "RCD tripped" in page.text_of("#faults")
