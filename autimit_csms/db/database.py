@@ -89,8 +89,12 @@ def _check_if_spoken_to(conn: psycopg.Connection[Any]) -> None:
     it. Otherwise the round trip is skipped -- it doubled the cost of every write
     batch and lookup under load.
     """
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+    # poll, not select: a server with a thousand charger sockets opens its pool
+    # connections above select()'s descriptor limit (1024), where every check failed
+    # and the pool discarded good connections until requests timed out.
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
         ConnectionPool.check_connection(conn)
 
 

@@ -1,4 +1,5 @@
-"""The group-commit writer on a real database: one unstorable item fails alone.
+"""The group-commit writer on a real database: one unstorable item fails alone; the
+pool's connection check.
 
 A lone surrogate in a parameter is refused by psycopg before PostgreSQL sees it, with
 a Python UnicodeEncodeError rather than a driver error; it once escaped the writer
@@ -8,13 +9,17 @@ DatabaseError and every other item of the batch is committed.
 
 from __future__ import annotations
 
+import os
+import resource
 import uuid
 
 import httpx
+import psycopg
 import pytest
 import trio
 
 from autimit_csms.db import SQL, Database, DatabaseError
+from autimit_csms.db.database import _check_if_spoken_to
 from autimit_csms.db.writer import GroupCommitWriter
 from autimit_csms.ocpp16.codec import encode_json
 
@@ -77,3 +82,25 @@ async def test_heartbeats_of_a_batch_share_one_statement(api: httpx.AsyncClient,
                               "FROM station_runtime_state"))
     assert state[one] == "2026-12-03 10:00:05+00"
     assert state[two] == "2026-12-03 10:00:01+00"
+
+
+def test_pool_check_works_above_select_descriptor_limit(db_url: str) -> None:
+    """A server holding over a thousand charger sockets opens pool connections on
+    descriptors above 1024, where select() fails: the check must still pass them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"needs 1,200 descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            assert conn.fileno() >= 1024
+            _check_if_spoken_to(conn)  # nothing sent while idle: no round trip, no error
+            # the server speaks to an idle connection (here: a notice of our own asking)
+            conn.execute("LISTEN pool_check; NOTIFY pool_check")
+            _check_if_spoken_to(conn)  # readable: the full check runs, and passes
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
