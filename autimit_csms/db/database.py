@@ -104,6 +104,7 @@ class Database:
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10,
                  timeout: float = 5.0) -> None:
         self._url = url
+        self.max_size = max_size
         self._pool = ConnectionPool(
             url,
             min_size=min_size,

@@ -5,7 +5,7 @@ each waiter only after its batch committed (DESIGN.md durability rule). A batch
 that fails on one item is retried item by item, so one bad row costs its own
 charger a CALLERROR and nobody else anything. It must not decide what to write.
 
-Two batches may be in flight at once (IN_FLIGHT): while one commits, the next is
+Several batches may be in flight at once (IN_FLIGHT): while one commits, the next is
 gathered and sent, so a charger's round trip is not one whole commit longer than
 it must be. Order still holds where it matters: a waiter submits its next write
 only after its previous one committed (one CALL in flight per charger), and the
@@ -53,7 +53,7 @@ class WriterStats:
         return int(self.batch_sizes.total)
 
 
-IN_FLIGHT = 2  # batches committing at once; A/B in docs/performance.md
+IN_FLIGHT = 4  # batches committing at once (pool permitting); A/B in docs/performance.md
 
 
 class GroupCommitWriter:
@@ -100,7 +100,8 @@ class GroupCommitWriter:
         task_status.started()
         with trio.CancelScope(shield=True):
             async with self._receive, trio.open_nursery() as batches:
-                slots = trio.Semaphore(IN_FLIGHT)
+                # at most half the pool: handshakes, commands and the API need the rest
+                slots = trio.Semaphore(max(1, min(IN_FLIGHT, self._db.max_size // 2)))
                 async for first in self._receive:
                     await slots.acquire()  # meanwhile more items queue for this batch
                     batch = [first]
