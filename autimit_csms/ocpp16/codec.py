@@ -134,15 +134,15 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
+# Built once: json.loads with these arguments builds a decoder (and its scanner) per call.
+_DECODER: Final = json.JSONDecoder(parse_float=_parse_decimal, parse_int=_parse_int,
+                                   parse_constant=_reject_constant)
+
+
 def _loads(text: str) -> Any:
     """JSON text -> value, numbers exact and bounded, nesting bounded; ValueError if not."""
     try:
-        value = json.loads(
-            text,
-            parse_float=_parse_decimal,
-            parse_int=_parse_int,
-            parse_constant=_reject_constant,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:  # the C scanner stops at the interpreter's recursion limit
         value = None
     else:
