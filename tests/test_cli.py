@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 
 import httpx
 import psycopg
+from trio_websocket import WebSocketConnection, open_websocket_url
 
 from autimit_csms.localpg import LocalPostgres, free_port
 
@@ -62,6 +64,15 @@ def serve(pg: LocalPostgres, *args: str, env: dict[str, str] | None = None,
         output, _ = proc.communicate(timeout=30)
         lines.extend(output.splitlines())
     assert proc.returncode == 0, output
+
+
+def open_charger(port: int, code: str, secret: str
+                 ) -> AbstractAsyncContextManager[WebSocketConnection]:
+    """An OCPP-J 1.6 connection to a served process, authenticated as `code`."""
+    auth = base64.b64encode(f"{code}:{secret}".encode()).decode()
+    return open_websocket_url(f"ws://127.0.0.1:{port}/ocpp/1.6/{code}",
+                              subprotocols=["ocpp1.6"],
+                              extra_headers=[("Authorization", f"Basic {auth}")])
 
 
 def test_db_apply_twice_then_serve_and_stop(pg: LocalPostgres) -> None:

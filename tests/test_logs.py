@@ -3,17 +3,15 @@ context, --log-level/--log-format before or after the subcommand, text by defaul
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 import httpx
 import trio
-from trio_websocket import open_websocket_url
 
 from autimit_csms.localpg import LocalPostgres
 
-from .test_cli import TOKEN, serve
+from .test_cli import TOKEN, open_charger, serve
 
 
 def provision(base: str) -> tuple[str, str]:
@@ -32,10 +30,7 @@ def provision(base: str) -> tuple[str, str]:
 def charger(port: int, code: str, secret: str) -> None:
     """Boot with NUL-padded strings (a warning naming the message), then an Authorize."""
     async def run() -> None:
-        auth = base64.b64encode(f"{code}:{secret}".encode()).decode()
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/ocpp/1.6/{code}",
-                                      subprotocols=["ocpp1.6"],
-                                      extra_headers=[("Authorization", f"Basic {auth}")]) as ws:
+        async with open_charger(port, code, secret) as ws:
             await ws.send_message(json.dumps([2, "boot-77", "BootNotification", {
                 "chargePointVendor": "Vendor\u0000\u0000", "chargePointModel": "M"}]))
             assert json.loads(await ws.get_message())[0] == 3

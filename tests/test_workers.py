@@ -4,7 +4,6 @@ API reaches a station held by either process."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -14,12 +13,11 @@ from pathlib import Path
 import httpx
 import psycopg
 import trio
-from trio_websocket import open_websocket_url
 
 from autimit_csms.localpg import LocalPostgres
 
 from .conftest import new_database
-from .test_cli import TOKEN, run_cli, serve
+from .test_cli import TOKEN, open_charger, run_cli, serve
 
 STATIONS = 16
 
@@ -31,10 +29,7 @@ async def chargers(base: str, port: int, stations: list[tuple[str, str, str]]) -
     booted = trio.Semaphore(0)
 
     async def charger(code: str, secret: str, done: trio.Event) -> None:
-        auth = base64.b64encode(f"{code}:{secret}".encode()).decode()
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/ocpp/1.6/{code}",
-                                      subprotocols=["ocpp1.6"],
-                                      extra_headers=[("Authorization", f"Basic {auth}")]) as ws:
+        async with open_charger(port, code, secret) as ws:
             await ws.send_message(json.dumps([2, "b", "BootNotification", {
                 "chargePointVendor": "V", "chargePointModel": "M"}]))
             assert json.loads(await ws.get_message())[0] == 3

@@ -104,7 +104,6 @@ class Database:
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10,
                  timeout: float = 5.0) -> None:
         self._url = url
-        self.max_size = max_size
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -136,6 +135,11 @@ class Database:
 
     async def close(self) -> None:
         await trio.to_thread.run_sync(self._pool.close)
+
+    @property
+    def max_size(self) -> int:
+        """Connections the pool may open."""
+        return self._pool.max_size
 
     def pool_stats(self) -> dict[str, int]:
         """psycopg_pool's counters (pool_size, pool_available, requests_waiting, ...)."""

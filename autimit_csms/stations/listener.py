@@ -272,16 +272,17 @@ class OcppService:
                        ctx: StationContext, relaxed: bool, remote: str) -> None:
         if self._stopping:
             return
-        ws = WebSocket(stream, max_message_bytes=self.settings.max_frame_bytes)
+        limit = self.settings.max_frame_bytes
         if SUBPROTOCOL not in upgrade.subprotocols:
             # OCPP-J §3.1.2: complete the handshake without the header, then close.
-            await ws.accept(upgrade, None)
+            ws = await WebSocket.accept(stream, upgrade, None, max_message_bytes=limit)
             log.info("%s offered no %s subprotocol (%s); closed", ctx.station_code, SUBPROTOCOL,
                      ", ".join(upgrade.subprotocols) or "none")
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await ws.aclose(1002, f"subprotocol {SUBPROTOCOL} required")
             return
-        await ws.accept(upgrade, SUBPROTOCOL, already_read)
+        ws = await WebSocket.accept(stream, upgrade, SUBPROTOCOL, already_read,
+                                    max_message_bytes=limit)
         settings = self.settings
         pace = (Pace(settings.max_calls_per_second, settings.call_burst)
                 if settings.max_calls_per_second > 0 else None)

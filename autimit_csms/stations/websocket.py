@@ -86,9 +86,10 @@ class ConnectionClosed(Exception):
 
 
 class WebSocket:
-    def __init__(self, stream: trio.abc.Stream, *, max_message_bytes: int) -> None:
+    def __init__(self, stream: trio.abc.Stream, proto: Connection, *,
+                 max_message_bytes: int) -> None:
         self._stream = stream
-        self._proto = Connection(ConnectionType.SERVER)  # replaced by accept()
+        self._proto = proto
         self._max_message_bytes = max_message_bytes
         self._send_lock = trio.Lock()
         self._parts: list[str | bytes] = []
@@ -98,18 +99,21 @@ class WebSocket:
         self._ping_ids = itertools.count(1)
         self.closed: ConnectionClosed | None = None  # set once, when it closed
 
-    async def accept(self, upgrade: Upgrade, subprotocol: str | None,
-                     already_read: bytes = b"") -> None:
-        """Answer 101 (RFC 6455 §4.2.2); `already_read`: bytes that came after the request."""
+    @classmethod
+    async def accept(cls, stream: trio.abc.Stream, upgrade: Upgrade, subprotocol: str | None,
+                     already_read: bytes = b"", *, max_message_bytes: int) -> WebSocket:
+        """Answer 101 (RFC 6455 §4.2.2) and open the connection; `already_read`: bytes
+        that came after the request."""
         digest = hashlib.sha1(upgrade.key + _ACCEPT_GUID, usedforsecurity=False).digest()
         lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
                  b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + base64.b64encode(digest)]
         if subprotocol is not None:
             lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode())
-        self._proto = Connection(ConnectionType.SERVER, trailing_data=already_read)
-        async with self._send_lock:
-            await self._stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
-        await self._handle_events()  # frames that came with the request
+        await stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
+        ws = cls(stream, Connection(ConnectionType.SERVER, trailing_data=already_read),
+                 max_message_bytes=max_message_bytes)
+        await ws._handle_events()  # frames that came with the request
+        return ws
 
     async def get_message(self) -> str | bytes:
         """The next whole message; raises ConnectionClosed once the connection is closed."""
